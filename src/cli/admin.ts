@@ -1,0 +1,75 @@
+// `relay admin ...`: provisioning (PROTOCOL.md §5), written to the router's Redis.
+import type { Command } from 'commander';
+import { adminConfig } from '../config.js';
+import { addClient, addConnector, addTenant, revokeSecret } from '../router/auth.js';
+import { connectRedis, type Redis } from '../router/redis.js';
+import { exitWithError } from './fail.js';
+
+async function withRedis(opts: Record<string, unknown>, fn: (redis: Redis) => Promise<void>): Promise<void> {
+  let redis: Redis | null = null;
+  try {
+    redis = connectRedis(adminConfig(opts).redisUrl, 'admin');
+    await fn(redis);
+    await redis.quit();
+  } catch (err) {
+    redis?.disconnect();
+    exitWithError(err);
+  }
+}
+
+export function register(program: Command): void {
+  const admin = program.command('admin').description('provision tenants, connectors and client keys (writes to RELAY_REDIS_URL)').option('--redis-url <url>', 'Redis URL (RELAY_REDIS_URL)');
+  const common = (cmd: Command) => ({ ...admin.opts(), ...cmd.opts() });
+
+  admin
+    .command('add-tenant <tenant>')
+    .description('create a tenant')
+    .action(async (tenant: string, _o, cmd: Command) =>
+      withRedis(common(cmd), async (r) => {
+        const created = await addTenant(r, tenant);
+        process.stderr.write(created ? `tenant ${tenant} created\n` : `tenant ${tenant} already exists\n`);
+      }),
+    );
+
+  admin
+    .command('add-connector')
+    .description('register a connector (prints the token if generated)')
+    .requiredOption('--tenant <tenant>', 'owning tenant')
+    .requiredOption('--id <id>', 'connector id (e.g. its MAC address cc-28-aa-01-02-03)')
+    .option('--token <secret>', 'use this token instead of generating one')
+    .action(async (o: { tenant: string; id: string; token?: string }, cmd: Command) =>
+      withRedis(common(cmd), async (r) => {
+        const token = await addConnector(r, o.tenant, o.id, o.token);
+        if (!o.token) process.stdout.write(`${token}\n`);
+        process.stderr.write(`connector ${o.id} registered in tenant ${o.tenant}\n`);
+      }),
+    );
+
+  admin
+    .command('add-client')
+    .description('create a client key (prints the key if generated)')
+    .requiredOption('--tenant <tenant>', 'owning tenant')
+    .option('--key <secret>', 'use this key instead of generating one')
+    .action(async (o: { tenant: string; key?: string }, cmd: Command) =>
+      withRedis(common(cmd), async (r) => {
+        const key = await addClient(r, o.tenant, o.key);
+        if (!o.key) process.stdout.write(`${key}\n`);
+        process.stderr.write(`client key added to tenant ${o.tenant}\n`);
+      }),
+    );
+
+  admin
+    .command('revoke')
+    .description('revoke a connector token or a client key (open event streams are closed)')
+    .option('--token <secret>', 'connector token to revoke')
+    .option('--key <secret>', 'client key to revoke')
+    .action(async (o: { token?: string; key?: string }, cmd: Command) =>
+      withRedis(common(cmd), async (r) => {
+        const secret = o.token ?? o.key;
+        if (!secret || (o.token && o.key)) throw new Error('give exactly one of --token or --key');
+        const what = await revokeSecret(r, secret);
+        if (!what || what.kind === 'admin') throw new Error('no such secret (already revoked?)');
+        process.stderr.write(`revoked ${what.kind}${what.kind === 'connector' ? ` ${what.id}` : ''} of tenant ${what.tenant}\n`);
+      }),
+    );
+}

@@ -1,0 +1,51 @@
+// `relay connector`: run the on-premise agent until SIGINT/SIGTERM.
+import type { Command } from 'commander';
+import { ConfigError, connectorConfig, type ConnectorConfig } from '../config.js';
+import { startConnector } from '../connector/connector.js';
+import { createLogger, fingerprint } from '../log.js';
+
+export function register(program: Command): void {
+  program
+    .command('connector')
+    .description('Run a connector: keep an event stream open to the router and answer its commands from the data directory')
+    .option('--router <url>', 'router URL (RELAY_ROUTER_URL)')
+    .option('--id <id>', 'connector id (RELAY_CONNECTOR_ID; default: the primary MAC address)')
+    .option('--token <token>', 'connector token (RELAY_CONNECTOR_TOKEN; prefer the variable: flags show in ps)')
+    .option('--data-dir <dir>', 'directory datasets are served from (RELAY_DATA_DIR)')
+    .option('--concurrency <n>', 'commands run at once; more wait in a queue (RELAY_CONCURRENCY)')
+    .option('--upload-parallel <n>', 'uploads in flight per command (RELAY_UPLOAD_PARALLEL)')
+    .action(async (opts: Record<string, unknown>) => {
+      let cfg: ConnectorConfig;
+      try {
+        cfg = connectorConfig(opts);
+      } catch (err) {
+        if (err instanceof ConfigError) {
+          process.stderr.write(`relay connector: ${err.message}\n`);
+          process.exit(2);
+        }
+        throw err;
+      }
+      const log = createLogger('connector', cfg.logLevel);
+      log.debug({ tokenFingerprint: fingerprint(cfg.token) }, 'configuration read');
+      const connector = await startConnector(cfg, log);
+
+      let signals = 0;
+      const shutdown = (signal: NodeJS.Signals) => {
+        signals += 1;
+        if (signals > 1) {
+          log.warn({ signal }, 'second signal: exiting without waiting');
+          process.exit(1);
+        }
+        log.info({ signal }, 'shutting down');
+        connector.stop().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            log.error({ err: (err as Error).message }, 'error while stopping');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', shutdown);
+      process.on('SIGTERM', shutdown);
+    });
+}

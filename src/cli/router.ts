@@ -1,0 +1,39 @@
+// `relay router`: the cloud service.
+import type { Command } from 'commander';
+import { routerConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { startRouter } from '../router/server.js';
+import { exitWithError } from './fail.js';
+
+export function register(program: Command): void {
+  program
+    .command('router')
+    .description('run the router (the only open port): client API, connector event streams, result hand-off')
+    .option('--port <n>', 'port to listen on (RELAY_PORT, default 8080)')
+    .option('--host <addr>', 'address to bind (RELAY_HOST, default 0.0.0.0)')
+    .option('--redis-url <url>', 'Redis URL (RELAY_REDIS_URL)')
+    .action(async (opts: Record<string, unknown>) => {
+      try {
+        const cfg = routerConfig(opts);
+        const log = createLogger('router', cfg.logLevel);
+        const router = await startRouter(cfg, log);
+        let stopping = false;
+        const stop = (signal: string) => {
+          if (stopping) return;
+          stopping = true;
+          log.info({ signal }, 'shutting down');
+          router.stop().then(
+            () => process.exit(0),
+            (err: unknown) => {
+              log.error({ err }, 'shutdown failed');
+              process.exit(1);
+            },
+          );
+        };
+        process.on('SIGTERM', () => stop('SIGTERM'));
+        process.on('SIGINT', () => stop('SIGINT'));
+      } catch (err) {
+        exitWithError(err);
+      }
+    });
+}

@@ -1,0 +1,230 @@
+// Moving result bytes from an HTTP body to the caller's Writable: decoded incrementally,
+// hashed as they pass, written with backpressure, never held whole in memory.
+import type { Readable, Writable } from 'node:stream';
+import { RelayError, Xxh64Stream, ZstdFrameSplitter, zstdDecompress } from '../protocol/index.js';
+import { describe } from './http.js';
+
+export type ProgressFn = (bytesSoFar: number, total: number | null) => void;
+
+/** Failures of the local output (disk full, closed pipe): never the router's fault. */
+export class OutputError extends RelayError {
+  constructor(cause: unknown) {
+    super('INTERNAL', `cannot write the output: ${describe(cause)}`, { cause });
+  }
+}
+
+/** The body does not decode: corrupt bytes, not a short read. */
+export class DecodeError extends Error {
+  override name = 'DecodeError';
+}
+
+/** The decoded result on its way to `out`: hash, count, progress, backpressure. */
+export class Sink {
+  readonly hash = new Xxh64Stream();
+  bytes = 0;
+  failure: OutputError | undefined;
+  private readonly onError = (err: Error): void => {
+    this.failure ??= new OutputError(err);
+  };
+
+  constructor(
+    private readonly out: Writable,
+    private readonly total: number | null,
+    private readonly onProgress?: ProgressFn,
+    private readonly signal?: AbortSignal,
+  ) {
+    out.on('error', this.onError);
+  }
+
+  /** Returns a promise only when `out` asked us to wait, so the fast path allocates none. */
+  write(buf: Buffer): Promise<void> | undefined {
+    if (this.failure) throw this.failure;
+    if (buf.length === 0) return undefined;
+    this.hash.update(buf);
+    this.bytes += buf.length;
+    const ok = this.out.write(buf);
+    this.onProgress?.(this.bytes, this.total);
+    if (ok) return undefined;
+    return drain(this.out, this.signal).catch((err: unknown) => {
+      this.failure ??= new OutputError(err);
+      throw this.failure;
+    });
+  }
+
+  checksum(): string {
+    return this.hash.digest();
+  }
+
+  release(): void {
+    this.out.off('error', this.onError);
+  }
+}
+
+/** Waits for `out` to take more; a stuck consumer must not outlive a cancel. */
+function drain(out: Writable, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (out.destroyed) return reject(out.errored ?? new Error('output closed'));
+    if (!out.writableNeedDrain) return resolve();
+    if (signal?.aborted) return reject(new Error('cancelled'));
+    const done = (err?: Error): void => {
+      out.off('drain', onDrain);
+      out.off('error', onError);
+      out.off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => done();
+    const onError = (err: Error): void => done(err);
+    const onClose = (): void => done(out.errored ?? new Error('output closed'));
+    const onAbort = (): void => done(new Error('cancelled'));
+    out.on('drain', onDrain);
+    out.on('error', onError);
+    out.on('close', onClose);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+export interface Decoder {
+  push(chunk: Buffer): Promise<void> | undefined;
+  /** Flushes what is pending; throws if the encoded stream ended in the middle of a frame. */
+  end(): Promise<void>;
+}
+
+export class IdentityDecoder implements Decoder {
+  constructor(private readonly sink: Sink) {}
+  push(chunk: Buffer): Promise<void> | undefined {
+    return this.sink.write(chunk);
+  }
+  async end(): Promise<void> {}
+}
+
+/** Frames decompressed at once on the libuv pool; order is kept, memory stays a few frames. */
+const DECODE_DEPTH = 4;
+
+/** Thrown by end() when the encoded stream stopped inside a frame: a truncation. */
+export class TruncatedError extends Error {
+  override name = 'TruncatedError';
+}
+
+/**
+ * Concatenated zstd frames (one per chunk, PROTOCOL.md §3.3) decoded frame by frame:
+ * a few decompressions run in parallel while the next bytes arrive, and results are
+ * written in order; a full `out` stops reading from the socket.
+ */
+export class ZstdDecoder implements Decoder {
+  private readonly splitter = new ZstdFrameSplitter();
+  private readonly pending: (Promise<Buffer> | Buffer[])[] = [];
+
+  constructor(
+    private readonly sink: Sink,
+    private readonly depth = DECODE_DEPTH,
+  ) {}
+
+  push(chunk: Buffer): Promise<void> | undefined {
+    let frames: Buffer[];
+    try {
+      frames = this.splitter.push(chunk);
+    } catch (err) {
+      throw new DecodeError(`invalid zstd stream: ${describe(err)}`);
+    }
+    return frames.length ? this.enqueue(frames) : undefined;
+  }
+
+  /**
+   * One read can hold thousands of tiny frames (zeros compress 10,000:1), so the bound on
+   * decompressions in flight is kept inside the loop, not per read.
+   */
+  private async enqueue(frames: Buffer[]): Promise<void> {
+    for (const frame of frames) {
+      if (this.pending.length >= this.depth) await this.flush(this.depth - 1);
+      // Skippable frames carry no data; zstd itself ignores them.
+      if ((frame.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50) continue;
+      const stored = storedBlocks(frame);
+      if (stored) {
+        this.pending.push(stored);
+        continue;
+      }
+      const p = zstdDecompress(frame).catch((err: unknown) => {
+        throw new DecodeError(`invalid zstd frame: ${describe(err)}`);
+      });
+      // Marked handled now: a rejection is rethrown when its turn comes to be written.
+      p.catch(() => undefined);
+      this.pending.push(p);
+    }
+  }
+
+  async end(): Promise<void> {
+    try {
+      this.splitter.end();
+    } catch (err) {
+      throw new TruncatedError(describe(err));
+    }
+    await this.flush(0);
+  }
+
+  private async flush(keep: number): Promise<void> {
+    while (this.pending.length > keep) {
+      const next = this.pending.shift()!;
+      for (const decoded of Array.isArray(next) ? next : [await next]) {
+        const w = this.sink.write(decoded);
+        if (w) await w;
+      }
+    }
+  }
+}
+
+/**
+ * The payloads of a frame made only of raw (stored) blocks, as views into the frame, or
+ * null when it holds compressed blocks. Incompressible chunks travel this way
+ * (rawZstdFrame); slicing them out skips a native round trip and two copies.
+ */
+export function storedBlocks(frame: Buffer): Buffer[] | null {
+  const fhd = frame[4]!;
+  const fcsFlag = fhd >> 6;
+  const singleSegment = (fhd >> 5) & 1;
+  const hasChecksum = (fhd >> 2) & 1;
+  const dictBytes = [0, 1, 2, 4][fhd & 3]!;
+  const fcsBytes = fcsFlag === 0 ? singleSegment : [0, 2, 4, 8][fcsFlag]!;
+  let pos = 5 + (singleSegment ? 0 : 1) + dictBytes;
+  let contentSize: number | undefined;
+  if (fcsBytes === 1) contentSize = frame[pos]!;
+  else if (fcsBytes === 2) contentSize = frame.readUInt16LE(pos) + 256;
+  else if (fcsBytes === 4) contentSize = frame.readUInt32LE(pos);
+  else if (fcsBytes === 8) contentSize = Number(frame.readBigUInt64LE(pos));
+  pos += fcsBytes;
+  const out: Buffer[] = [];
+  let size = 0;
+  for (;;) {
+    if (pos + 3 > frame.length) return null;
+    const header = frame.readUIntLE(pos, 3);
+    if (((header >> 1) & 3) !== 0) return null;
+    const blockSize = header >>> 3;
+    pos += 3;
+    if (pos + blockSize > frame.length) return null;
+    if (blockSize > 0) out.push(frame.subarray(pos, pos + blockSize));
+    size += blockSize;
+    pos += blockSize;
+    if (header & 1) break;
+  }
+  // Anything odd (a size that does not add up) goes to the real decoder to be judged.
+  if (pos + (hasChecksum ? 4 : 0) !== frame.length) return null;
+  if (contentSize !== undefined && contentSize !== size) return null;
+  return out;
+}
+
+export function decoderFor(encoding: string | undefined, sink: Sink): Decoder {
+  const enc = (encoding ?? 'identity').trim().toLowerCase();
+  if (enc === 'zstd') return new ZstdDecoder(sink);
+  if (enc === '' || enc === 'identity') return new IdentityDecoder(sink);
+  throw new RelayError('INTERNAL', `unsupported Content-Encoding "${encoding}" in the answer`);
+}
+
+/** Reads the whole body through the decoder. Errors of the body (a cut connection) propagate. */
+export async function pump(body: Readable, decoder: Decoder): Promise<void> {
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    const w = decoder.push(chunk);
+    if (w) await w;
+  }
+  await decoder.end();
+}

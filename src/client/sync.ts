@@ -1,0 +1,28 @@
+// Pattern A (PROTOCOL.md §2.1): the router answers with the whole verified result.
+import type { Writable } from 'node:stream';
+import type { ClientConfig } from '../config.js';
+import { HEADERS, type ClientRequest } from '../protocol/index.js';
+import { IdentityDecoder, Sink, pump } from './body.js';
+import { checksumFromStatus, elapsed, failureAfterStart, startRequest, verify, type RequestOptions, type RequestResult } from './common.js';
+import { header } from './http.js';
+
+export async function requestSync(cfg: ClientConfig, req: ClientRequest, out: Writable, opts: RequestOptions = {}): Promise<RequestResult> {
+  const start = process.hrtime.bigint();
+  // Not application/json: that would ask for the JSON envelope instead of the bytes.
+  const { res, requestId } = await startRequest(cfg, 'sync', req, opts, { accept: '*/*' });
+  const length = Number(header(res, 'content-length'));
+  const sink = new Sink(out, Number.isFinite(length) ? length : null, opts.onProgress, opts.signal);
+  try {
+    try {
+      await pump(res.body, new IdentityDecoder(sink));
+    } catch (err) {
+      throw await failureAfterStart(cfg, requestId, sink, err, opts.signal, 'response');
+    }
+    const checksum = sink.checksum();
+    const expected = header(res, HEADERS.checksum) ?? (await checksumFromStatus(cfg, requestId, opts.signal));
+    const verified = verify(requestId, checksum, sink.bytes, expected);
+    return { requestId, bytes: sink.bytes, checksum, verified, seconds: elapsed(start) };
+  } finally {
+    sink.release();
+  }
+}

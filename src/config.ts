@@ -1,0 +1,136 @@
+// The one place configuration is read: command-line flags override RELAY_* environment
+// variables, which override defaults. Everything is validated at start-up and a bad value
+// fails with one message naming the variable.
+import { networkInterfaces } from 'node:os';
+import { z } from 'zod';
+
+type Flags = Record<string, unknown>;
+type Env = Record<string, string | undefined>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const num = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().min(min).max(max);
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
+const url = z.string().url();
+
+/** One setting: its flag name (camelCase as commander gives it), env variable, schema, default. */
+interface Setting<T> {
+  flag?: string;
+  env: string;
+  schema: z.ZodType<T>;
+  default?: T;
+}
+
+function read<S extends Record<string, Setting<unknown>>>(
+  settings: S,
+  flags: Flags,
+  env: Env,
+): { [K in keyof S]: S[K] extends Setting<infer T> ? T : never } {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, s] of Object.entries(settings)) {
+    const fromFlag = s.flag ? flags[s.flag] : undefined;
+    const fromEnv = env[s.env];
+    const raw = fromFlag ?? (fromEnv === undefined || fromEnv === '' ? undefined : fromEnv);
+    if (raw === undefined) {
+      out[key] = s.default;
+      continue;
+    }
+    const parsed = s.schema.safeParse(raw);
+    if (parsed.success) out[key] = parsed.data;
+    else problems.push(`${s.flag ? `--${kebab(s.flag)} / ` : ''}${s.env}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+  }
+  if (problems.length) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
+  return out as never;
+}
+
+const kebab = (s: string) => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+const MiB = 1024 * 1024;
+
+const routerSettings = {
+  port: { flag: 'port', env: 'RELAY_PORT', schema: int(0, 65535), default: 8080 },
+  host: { flag: 'host', env: 'RELAY_HOST', schema: z.string().min(1), default: '0.0.0.0' },
+  redisUrl: { flag: 'redisUrl', env: 'RELAY_REDIS_URL', schema: url, default: 'redis://127.0.0.1:6379' },
+  s3Endpoint: { env: 'RELAY_S3_ENDPOINT', schema: url.optional(), default: undefined },
+  s3AccessKey: { env: 'RELAY_S3_ACCESS_KEY', schema: z.string().min(1), default: 'relay-dev' },
+  s3SecretKey: { env: 'RELAY_S3_SECRET_KEY', schema: z.string().min(1), default: 'relay-dev-secret' },
+  s3Bucket: { env: 'RELAY_S3_BUCKET', schema: z.string().regex(/^[a-z0-9][a-z0-9.-]{2,62}$/, 'an S3 bucket name'), default: 'relay-results' },
+  s3Region: { env: 'RELAY_S3_REGION', schema: z.string().min(1), default: 'us-east-1' },
+  s3PublicEndpoint: { env: 'RELAY_S3_PUBLIC_ENDPOINT', schema: url.optional(), default: undefined },
+  s3DevDir: { env: 'RELAY_S3_DIR', schema: z.string().min(1), default: '.relay/s3' },
+  adminToken: { env: 'RELAY_ADMIN_TOKEN', schema: z.string().min(16, 'at least 16 characters').optional(), default: undefined },
+  ackTimeoutS: { env: 'RELAY_ACK_TIMEOUT_S', schema: num(0.1, 3600), default: 30 },
+  attempts: { env: 'RELAY_ATTEMPTS', schema: int(1, 100), default: 3 },
+  backoffS: { env: 'RELAY_BACKOFF_S', schema: num(0, 3600), default: 1 },
+  progressTimeoutS: { env: 'RELAY_PROGRESS_TIMEOUT_S', schema: num(0.1, 86_400), default: 60 },
+  heartbeatS: { env: 'RELAY_HEARTBEAT_S', schema: num(0.1, 3600), default: 30 },
+  streamMaxAgeS: { env: 'RELAY_STREAM_MAX_AGE_S', schema: num(1, 86_400), default: 300 },
+  syncLimitBytes: { env: 'RELAY_SYNC_LIMIT_BYTES', schema: int(0), default: 256 * MiB },
+  streamWindowChunks: { env: 'RELAY_STREAM_WINDOW_CHUNKS', schema: int(1, 1024), default: 16 },
+  chunkSize: { env: 'RELAY_CHUNK_SIZE', schema: int(1024, 8 * MiB), default: 512 * 1024 },
+  compression: { env: 'RELAY_COMPRESSION', schema: z.enum(['zstd', 'none']), default: 'zstd' as 'zstd' | 'none' },
+  partSize: { env: 'RELAY_PART_SIZE', schema: int(5 * MiB, 5 * 1024 * MiB), default: 5 * MiB },
+  retentionS: { env: 'RELAY_RETENTION_S', schema: int(60), default: 3600 },
+  partUrlTtlS: { env: 'RELAY_PART_URL_TTL_S', schema: int(1, 7 * 86_400), default: 900 },
+  getUrlTtlS: { env: 'RELAY_GET_URL_TTL_S', schema: int(1, 7 * 86_400), default: 3600 },
+  requestTtlS: { env: 'RELAY_REQUEST_TTL_S', schema: int(60), default: 86_400 },
+  defaultTimeoutS: { env: 'RELAY_DEFAULT_TIMEOUT_S', schema: num(1, 86_400), default: 300 },
+  logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
+} satisfies Record<string, Setting<unknown>>;
+
+export type RouterConfig = ReturnType<typeof routerConfig>;
+export function routerConfig(flags: Flags = {}, env: Env = process.env) {
+  return read(routerSettings, flags, env);
+}
+
+const connectorSettings = {
+  routerUrl: { flag: 'router', env: 'RELAY_ROUTER_URL', schema: url, default: 'http://127.0.0.1:8080' },
+  id: { flag: 'id', env: 'RELAY_CONNECTOR_ID', schema: z.string().min(1).max(128).optional(), default: undefined },
+  token: { flag: 'token', env: 'RELAY_CONNECTOR_TOKEN', schema: z.string().min(1).optional(), default: undefined },
+  dataDir: { flag: 'dataDir', env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: '.' },
+  concurrency: { flag: 'concurrency', env: 'RELAY_CONCURRENCY', schema: int(1, 10_000), default: 50 },
+  uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 4 },
+  connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
+  zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },
+  logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
+} satisfies Record<string, Setting<unknown>>;
+
+export type ConnectorConfig = ReturnType<typeof connectorConfig> & { id: string; token: string };
+export function connectorConfig(flags: Flags = {}, env: Env = process.env) {
+  const c = read(connectorSettings, flags, env);
+  if (!c.token) throw new ConfigError('invalid configuration: a connector token is required (--token or RELAY_CONNECTOR_TOKEN)');
+  return { ...c, id: c.id ?? primaryMacId(), token: c.token };
+}
+
+const clientSettings = {
+  routerUrl: { flag: 'router', env: 'RELAY_ROUTER_URL', schema: url, default: 'http://127.0.0.1:8080' },
+  apiKey: { flag: 'key', env: 'RELAY_API_KEY', schema: z.string().min(1).optional(), default: undefined },
+} satisfies Record<string, Setting<unknown>>;
+
+export type ClientConfig = { routerUrl: string; apiKey: string };
+export function clientConfig(flags: Flags = {}, env: Env = process.env): ClientConfig {
+  const c = read(clientSettings, flags, env);
+  if (!c.apiKey) throw new ConfigError('invalid configuration: a client key is required (--key or RELAY_API_KEY)');
+  return { routerUrl: c.routerUrl, apiKey: c.apiKey };
+}
+
+const adminSettings = {
+  redisUrl: { flag: 'redisUrl', env: 'RELAY_REDIS_URL', schema: url, default: 'redis://127.0.0.1:6379' },
+} satisfies Record<string, Setting<unknown>>;
+export function adminConfig(flags: Flags = {}, env: Env = process.env) {
+  return read(adminSettings, flags, env);
+}
+
+/** The default connector id: the primary MAC address as `cc-28-aa-01-02-03`. */
+export function primaryMacId(): string {
+  const ifaces = Object.entries(networkInterfaces()).sort(([a], [b]) => a.localeCompare(b));
+  for (const [, addrs] of ifaces) {
+    for (const a of addrs ?? []) {
+      if (!a.internal && a.mac && a.mac !== '00:00:00:00:00:00') return a.mac.toLowerCase().replaceAll(':', '-');
+    }
+  }
+  throw new ConfigError('invalid configuration: no network interface with a MAC address; pass --id or RELAY_CONNECTOR_ID');
+}

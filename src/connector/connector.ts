@@ -1,0 +1,324 @@
+// The connector: one event stream in, a bounded pool of commands, results out.
+// Per command: validate → ack (the lease starts) → queue → resolve the dataset → upload.
+import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectorConfig } from '../config.js';
+import { createLogger, fingerprint, type Logger } from '../log.js';
+import { CONNECTOR_ERROR_CODES, RelayError, type ConnectorErrorCode } from '../protocol/errors.js';
+import { cancelSchema, commandSchema, type Command } from '../protocol/wire.js';
+import { requestPath, type ResultSummary, type UploadContext } from './context.js';
+import { EventStream } from './events.js';
+import { HttpError, RouterHttp } from './http.js';
+import { offloadResult } from './offload.js';
+import { WorkerPool, type PoolJob } from './pool.js';
+import { UPLOAD_RETRY, type RetryPolicy } from './retry.js';
+import { resolveDataset } from './sandbox.js';
+import { FileSource } from './sources/file.js';
+import { uploadResult } from './uploader.js';
+
+export interface ConnectorOptions {
+  /** Reported to the router as `version=`; defaults to the package version. */
+  version?: string;
+  /** Upload retry policy; tests shorten it. */
+  retryPolicy?: RetryPolicy;
+  /** Delay after the router refuses the token; tests shorten it. */
+  authRetryMs?: number;
+}
+
+export interface RunningConnector {
+  /** Closes the event stream, lets running commands finish for up to graceMs (default 10 s), then aborts them. */
+  stop(graceMs?: number): Promise<void>;
+  readonly stats: { running: number; queued: number; connected: boolean };
+}
+
+const MAX_ERROR_MESSAGE = 8192;
+
+function packageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Abort reasons, so the log says why a command stopped. */
+class Stopped extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'Stopped';
+  }
+}
+
+/**
+ * Repeats the ack while the router has accepted nothing from this command for a heartbeat
+ * (queued, resolving, a long read, backpressure, object-store PUTs the router never sees), so
+ * a busy command is not taken for a dead one and re-sent.
+ */
+class Lease {
+  private last = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly periodMs: () => number,
+    private readonly ping: () => void,
+  ) {
+    this.schedule();
+  }
+
+  renew(): void {
+    this.last = Date.now();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    const period = this.periodMs();
+    this.timer = setTimeout(
+      () => {
+        if (Date.now() - this.last >= period - 50) {
+          this.last = Date.now();
+          this.ping();
+        }
+        this.schedule();
+      },
+      Math.max(50, this.last + period - Date.now()),
+    );
+  }
+}
+
+/** What a failure is reported as: a connector error code, or nothing (GONE: stop quietly). */
+export function toReport(err: unknown): { code: ConnectorErrorCode; message: string } | 'gone' {
+  if (err instanceof RelayError && err.code === 'GONE') return 'gone';
+  // The router's own answers are never passed on as the connector's codes: a router FORBIDDEN
+  // is not "path outside the data directory".
+  if (err instanceof HttpError) return { code: 'CONNECTOR_ERROR', message: `${err.message} (router answered ${err.httpStatus} ${err.code})` };
+  if (err instanceof RelayError) {
+    if ((CONNECTOR_ERROR_CODES as readonly string[]).includes(err.code)) return { code: err.code as ConnectorErrorCode, message: err.message };
+    return { code: 'CONNECTOR_ERROR', message: `${err.code}: ${err.message}` };
+  }
+  return { code: 'CONNECTOR_ERROR', message: err instanceof Error ? err.message : String(err) };
+}
+
+/** The command's deadline as an abort, unless the clocks disagree so much that it already passed. */
+function withDeadline(signal: AbortSignal, cmd: Command, log: Logger): { signal: AbortSignal; clear(): void } {
+  const at = Date.parse(cmd.deadline);
+  const ms = at - Date.now();
+  if (Number.isNaN(at)) return { signal, clear() {} };
+  if (ms <= 0) {
+    // The router enforces the deadline itself and answers GONE after it; a connector clock
+    // running ahead must not turn every command into a no-op.
+    log.warn({ request: cmd.request_id, deadline: cmd.deadline }, 'command arrived past its deadline (clock skew?); relying on the router to stop it');
+    return { signal, clear() {} };
+  }
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(new Stopped('deadline passed')), Math.min(ms, 2 ** 31 - 1));
+  return { signal: AbortSignal.any([signal, ac.signal]), clear: () => clearTimeout(timer) };
+}
+
+export async function startConnector(cfg: ConnectorConfig, log: Logger = createLogger('connector', cfg.logLevel), opts: ConnectorOptions = {}): Promise<RunningConnector> {
+  const version = opts.version ?? packageVersion();
+  const policy = opts.retryPolicy ?? UPLOAD_RETRY;
+  const http = new RouterHttp({ routerUrl: cfg.routerUrl, token: cfg.token, connections: cfg.connections });
+  const pool = new WorkerPool(cfg.concurrency);
+  /** Aborts what outlives the commands themselves (error reports, repeated acks) at shutdown. */
+  const closing = new AbortController();
+  const leases = new Map<PoolJob, Lease>();
+
+  log.info(
+    { router: cfg.routerUrl, id: cfg.id, tokenFingerprint: fingerprint(cfg.token), dataDir: cfg.dataDir, concurrency: cfg.concurrency, uploadParallel: cfg.uploadParallel, version },
+    'connector starting',
+  );
+
+  const postAck = (cmd: { request_id: string; attempt: number }, signal: AbortSignal, tries = policy.maxTries) =>
+    http.send('ack', () => http.postJson(`${requestPath(cmd.request_id)}/ack`, { attempt: cmd.attempt }, signal), {
+      signal,
+      policy: { ...policy, maxTries: tries },
+      retry: { resend422: false },
+    });
+
+  const onAckError = (cmd: Command, err: unknown, quiet: boolean) => {
+    if (err instanceof RelayError && err.code === 'GONE') {
+      if (pool.cancel(cmd.request_id, new Stopped('the router answered GONE (cancelled or superseded)'), cmd.attempt)) log.info({ request: cmd.request_id, attempt: cmd.attempt }, 'ack answered GONE: stopping');
+      return;
+    }
+    if (closing.signal.aborted) return;
+    const fields = { request: cmd.request_id, attempt: cmd.attempt, err: (err as Error).message };
+    if (quiet) log.debug(fields, 'lease ack failed');
+    else log.warn(fields, 'ack failed');
+  };
+
+  const reportError = async (requestId: string, attempt: number, code: ConnectorErrorCode, message: string) => {
+    const body = { attempt, code, message: message.length > MAX_ERROR_MESSAGE ? `${message.slice(0, MAX_ERROR_MESSAGE - 3)}...` : message };
+    try {
+      await http.send('error', () => http.postJson(`${requestPath(requestId)}/error`, body, closing.signal), { signal: closing.signal, policy, retry: { resend422: false } });
+    } catch (err) {
+      if (err instanceof RelayError && (err.code === 'GONE' || err.code === 'CONFLICT')) return;
+      if (!closing.signal.aborted) log.warn({ request: requestId, err: (err as Error).message }, 'could not report the failure to the router');
+    }
+  };
+
+  const execute = async (cmd: Command, signal: AbortSignal, renew: () => void): Promise<ResultSummary> => {
+    if (cmd.sql !== undefined) throw new RelayError('BAD_REQUEST', 'no databases configured on this connector');
+    if (cmd.dataset === undefined) throw new RelayError('BAD_REQUEST', 'command has neither "dataset" nor "sql"');
+    if (cmd.format !== 'raw') throw new RelayError('BAD_REQUEST', `format ${cmd.format} is not supported for datasets yet`);
+    if (cmd.mode === 'offload' && !cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
+    const dataset = await resolveDataset(cfg.dataDir, cmd.dataset);
+    signal.throwIfAborted();
+    const source = await FileSource.open(dataset, cmd.chunk_size, { signal });
+    try {
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, parallel: cfg.uploadParallel, renew };
+      return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
+    } finally {
+      await source.close();
+    }
+  };
+
+  /** Runs one accepted command; resolves false when it should run again if redelivered. */
+  const run = async (cmd: Command, jobSignal: AbortSignal, acked: Promise<boolean>, renew: () => void): Promise<boolean> => {
+    if (!(await acked)) return jobSignal.aborted;
+    const { signal, clear } = withDeadline(jobSignal, cmd, log);
+    const started = Date.now();
+    const fields = { request: cmd.request_id, attempt: cmd.attempt, mode: cmd.mode };
+    log.info({ ...fields, dataset: cmd.dataset, resumeFrom: cmd.resume_from || undefined }, 'command started');
+    try {
+      const summary = await execute(cmd, signal, renew);
+      log.info({ ...fields, ...summary, ms: Date.now() - started }, 'result delivered');
+    } catch (err) {
+      if (signal.aborted) {
+        const reason = signal.reason instanceof Error ? signal.reason.message : String(signal.reason);
+        log.info({ ...fields, reason }, 'command stopped');
+        return true;
+      }
+      const report = toReport(err);
+      if (report === 'gone') {
+        log.info({ ...fields, err: (err as Error).message }, 'router answered GONE: stopping');
+        return true;
+      }
+      log.warn({ ...fields, code: report.code, err: report.message }, 'command failed');
+      await reportError(cmd.request_id, cmd.attempt, report.code, report.message);
+    } finally {
+      clear();
+    }
+    return true;
+  };
+
+  const onCommand = (data: string) => {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data);
+    } catch {
+      log.warn({ data: data.slice(0, 200) }, 'command event is not JSON');
+      return;
+    }
+    const parsed = commandSchema.safeParse(raw);
+    if (!parsed.success) {
+      const r = raw as { request_id?: unknown; attempt?: unknown } | null;
+      const issues = parsed.error.issues.map((i) => `${i.path.join('.') || 'command'}: ${i.message}`).join('; ');
+      log.warn({ request: r?.request_id, issues }, 'invalid command');
+      if (typeof r?.request_id === 'string' && Number.isInteger(r.attempt) && (r.attempt as number) >= 1) {
+        void reportError(r.request_id, r.attempt as number, 'BAD_REQUEST', `invalid command: ${issues}`);
+      }
+      return;
+    }
+    const cmd = parsed.data;
+    let open!: (ok: boolean) => void;
+    const acked = new Promise<boolean>((r) => (open = r));
+    let lease: Lease | undefined;
+    const res = pool.submit(cmd.request_id, cmd.attempt, (signal) => run(cmd, signal, acked, () => lease?.renew()));
+    switch (res.kind) {
+      case 'duplicate':
+        // A redelivery: the router did not see our ack. Ack again; the work is not repeated.
+        log.debug({ request: cmd.request_id, attempt: cmd.attempt }, 'duplicate command acknowledged again');
+        postAck(cmd, closing.signal).catch((err: unknown) => onAckError(cmd, err, false));
+        return;
+      case 'stale':
+        log.debug({ request: cmd.request_id, attempt: cmd.attempt, current: res.current }, 'ignoring an older attempt');
+        return;
+      case 'closed':
+        return;
+      case 'accepted': {
+        const { job } = res;
+        if (res.superseded) log.info({ request: cmd.request_id, attempt: cmd.attempt, old: res.superseded.attempt }, 'newer attempt replaces the running one');
+        lease = new Lease(
+          () => events.heartbeatMs,
+          () => postAck(cmd, job.signal, 1).catch((err: unknown) => onAckError(cmd, err, true)),
+        );
+        leases.set(job, lease);
+        void job.done.then(() => {
+          lease?.stop();
+          leases.delete(job);
+        });
+        // The ack goes out on receipt, before any work and even while the command waits for a slot.
+        postAck(cmd, job.signal).then(
+          () => open(true),
+          (err: unknown) => {
+            if (!job.signal.aborted) onAckError(cmd, err, false);
+            open(false);
+          },
+        );
+        return;
+      }
+    }
+  };
+
+  const onCancel = (data: string) => {
+    let requestId: string;
+    try {
+      requestId = cancelSchema.parse(JSON.parse(data)).request_id;
+    } catch {
+      log.warn({ data: data.slice(0, 200) }, 'invalid cancel event');
+      return;
+    }
+    if (pool.cancel(requestId, new Stopped('cancelled by the router'))) log.info({ request: requestId }, 'cancelling');
+    else log.debug({ request: requestId }, 'cancel for a request not running here');
+  };
+
+  const events = new EventStream({
+    routerUrl: cfg.routerUrl,
+    authorization: http.authorization,
+    concurrency: cfg.concurrency,
+    version,
+    dispatcher: http.agent,
+    log,
+    handlers: { onCommand, onCancel },
+    authRetryMs: opts.authRetryMs,
+  });
+  events.start();
+
+  let stopping: Promise<void> | undefined;
+  const stop = (graceMs = 10_000): Promise<void> =>
+    (stopping ??= (async () => {
+      log.info({ graceMs, ...pool.stats }, 'connector stopping');
+      await events.stop();
+      pool.close(new Stopped('connector stopping'));
+      const wait = async (p: Promise<unknown>, ms: number) => {
+        const ac = new AbortController();
+        await Promise.race([p, sleep(ms, undefined, { signal: ac.signal }).catch(() => undefined)]);
+        ac.abort();
+      };
+      await wait(pool.idle(), graceMs);
+      if (pool.stats.running > 0) {
+        log.warn({ running: pool.stats.running }, 'grace period over: aborting running commands');
+        pool.abortAll(new Stopped('connector stopping'));
+        await wait(pool.idle(), 5_000);
+      }
+      closing.abort(new Stopped('connector stopping'));
+      for (const lease of leases.values()) lease.stop();
+      await wait(http.close().catch(() => undefined), 2_000);
+      await http.destroy().catch(() => undefined);
+      log.info('connector stopped');
+    })());
+
+  return {
+    stop,
+    get stats() {
+      return { ...pool.stats, connected: events.isConnected };
+    },
+  };
+}
+

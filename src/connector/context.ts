@@ -1,0 +1,38 @@
+// What every uploader needs to work on one command.
+import type { Logger } from '../log.js';
+import type { Command } from '../protocol/wire.js';
+import type { RouterHttp } from './http.js';
+import type { RetryPolicy } from './retry.js';
+
+export interface UploadContext {
+  http: RouterHttp;
+  cmd: Command;
+  /** Aborted on cancel, supersession, deadline or shutdown; threaded through every await. */
+  signal: AbortSignal;
+  log: Logger;
+  policy: RetryPolicy;
+  zstdLevel: number;
+  /** Uploads in flight at once for this command. */
+  parallel: number;
+  /** Called whenever the router accepted something: that renews the lease (PROTOCOL §3.2). */
+  renew(): void;
+}
+
+export interface ResultSummary {
+  /** Decoded bytes of the whole result. */
+  bytes: number;
+  /** Chunks (or object-store parts, for offload) the result was cut into. */
+  chunks: number;
+  /** xxh64 of the whole decoded result. */
+  checksum: string;
+}
+
+export function requestPath(requestId: string): string {
+  return `/v1/requests/${encodeURIComponent(requestId)}`;
+}
+
+/** Logs retries at debug level; they are routine (backpressure) until they run out. */
+export function retryLogger(ctx: Pick<UploadContext, 'log' | 'cmd'>) {
+  return (info: { what: string; delayMs: number; outcome: { kind: string; status?: number } }) =>
+    ctx.log.debug({ request: ctx.cmd.request_id, what: info.what, status: info.outcome.status, delayMs: info.delayMs }, 'retrying upload');
+}

@@ -1,0 +1,211 @@
+// Offload results (PROTOCOL.md §3.4): the result goes straight to the object store as a
+// multipart upload the router created; the router only hands out presigned part URLs and
+// completes the upload.
+import { Xxh64Stream } from '../protocol/checksum.js';
+import { rawZstdFrame, zstdCompress } from '../protocol/codec.js';
+import { RelayError } from '../protocol/errors.js';
+import { MAX_PARTS, MIN_PART_SIZE, type OffloadPartsResponse } from '../protocol/wire.js';
+import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
+import { HttpError } from './http.js';
+import { InFlight } from './inflight.js';
+import type { ChunkSource } from './sources/file.js';
+
+/** Part URLs asked for in one call; more are asked for as the upload gets to them. */
+export const URL_BATCH = 16;
+/** A URL this close to expiry is asked for again rather than risking a 403 mid-upload. */
+const URL_MARGIN_MS = 30_000;
+/** PUTs in flight per offload command. */
+export const MAX_OFFLOAD_PARALLEL = 4;
+
+/**
+ * Cuts a byte stream into object-store parts of exactly `partSize` bytes, the last one
+ * shorter. Part boundaries need not fall between zstd frames: the object is the parts
+ * concatenated. Parts are yielded one at a time and the next one is only allocated once the
+ * caller asks for it, so the caller controls how many exist at once.
+ */
+export class PartPacker {
+  private part: Buffer | undefined;
+  private fill = 0;
+  private emitted = 0;
+
+  constructor(readonly partSize: number) {
+    if (!Number.isInteger(partSize) || partSize <= 0) throw new RangeError(`invalid part size ${partSize}`);
+  }
+
+  /** Parts completed so far. */
+  get parts(): number {
+    return this.emitted;
+  }
+
+  *push(data: Uint8Array): Generator<Buffer> {
+    let off = 0;
+    while (off < data.length) {
+      this.part ??= Buffer.allocUnsafeSlow(this.partSize);
+      const n = Math.min(this.partSize - this.fill, data.length - off);
+      this.part.set(data.subarray(off, off + n), this.fill);
+      this.fill += n;
+      off += n;
+      if (this.fill === this.partSize) {
+        const full = this.part;
+        this.part = undefined;
+        this.fill = 0;
+        this.emitted += 1;
+        yield full;
+      }
+    }
+  }
+
+  /** The last, shorter part; one empty part when nothing was pushed at all; else null. */
+  end(): Buffer | null {
+    if (this.fill > 0) {
+      const last = this.part!.subarray(0, this.fill);
+      this.part = undefined;
+      this.fill = 0;
+      this.emitted += 1;
+      return last;
+    }
+    if (this.emitted === 0) {
+      this.emitted = 1;
+      return Buffer.alloc(0);
+    }
+    return null;
+  }
+}
+
+/** One chunk as it goes into the object: a zstd frame (raw-block frame when zstd did not shrink it). */
+export async function zstdFrameOf(decoded: Buffer, level: number): Promise<Buffer> {
+  if (decoded.length === 0) return rawZstdFrame(decoded);
+  const z = await zstdCompress(decoded, level);
+  return z.length < decoded.length ? z : rawZstdFrame(decoded);
+}
+
+/** Presigned part URLs, asked for in batches and asked for again when expired. */
+class PartUrls {
+  private readonly urls = new Map<number, { url: string; expiresAt: number }>();
+  private readonly pending = new Map<number, Promise<void>>();
+
+  constructor(private readonly ctx: UploadContext) {}
+
+  async get(part: number, signal: AbortSignal): Promise<string> {
+    for (let tries = 0; tries < 3; tries++) {
+      const hit = this.urls.get(part);
+      if (hit && hit.expiresAt - URL_MARGIN_MS > Date.now()) return hit.url;
+      await (this.pending.get(part) ?? this.fetch(part, signal));
+    }
+    throw new RelayError('CONNECTOR_ERROR', `offload/parts gave no usable URL for part ${part}`);
+  }
+
+  invalidate(part: number): void {
+    this.urls.delete(part);
+  }
+
+  private fetch(first: number, signal: AbortSignal): Promise<void> {
+    const { cmd, http } = this.ctx;
+    const parts: number[] = [];
+    const now = Date.now();
+    for (let p = first; p < first + URL_BATCH && p <= MAX_PARTS; p++) {
+      const hit = this.urls.get(p);
+      if (!this.pending.has(p) && !(hit && hit.expiresAt - URL_MARGIN_MS > now)) parts.push(p);
+    }
+    const job = (async () => {
+      const res = await http.send('offload/parts', () => http.postJson(`${requestPath(cmd.request_id)}/offload/parts`, { attempt: cmd.attempt, parts }, signal), {
+        signal,
+        policy: this.ctx.policy,
+        retry: { resend422: false },
+        onRetry: retryLogger(this.ctx),
+      });
+      this.ctx.renew();
+      const body = res.data as Partial<OffloadPartsResponse> | undefined;
+      const parsed = Date.parse(String(body?.expires_at ?? ''));
+      // Without a usable expiry, assume a short life; a 403 makes us ask again anyway.
+      const expiresAt = Number.isNaN(parsed) ? Date.now() + 5 * 60_000 : parsed;
+      for (const [k, url] of Object.entries(body?.urls ?? {})) {
+        const n = Number(k);
+        if (Number.isInteger(n) && typeof url === 'string' && url) this.urls.set(n, { url, expiresAt });
+      }
+    })();
+    const settled = job.finally(() => {
+      for (const p of parts) if (this.pending.get(p) === settled) this.pending.delete(p);
+    });
+    for (const p of parts) this.pending.set(p, settled);
+    return settled;
+  }
+}
+
+export async function offloadResult(ctx: UploadContext, source: ChunkSource): Promise<ResultSummary> {
+  const { cmd, http, signal, log } = ctx;
+  if (!cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
+  let partSize = cmd.offload.part_size;
+  if (partSize < MIN_PART_SIZE) {
+    // The object store rejects smaller parts at completion; failing then would waste the upload.
+    log.warn({ request: cmd.request_id, partSize }, `part_size below the object store's minimum; using ${MIN_PART_SIZE}`);
+    partSize = MIN_PART_SIZE;
+  }
+  const encoding = cmd.compression === 'zstd' ? 'zstd' : 'identity';
+  const packer = new PartPacker(partSize);
+  const urls = new PartUrls(ctx);
+  const etags = new Map<number, string>();
+  const hash = new Xxh64Stream();
+  // Memory: at most `parallel` parts in flight plus the one being filled.
+  const inflight = new InFlight(Math.max(1, Math.min(MAX_OFFLOAD_PARALLEL, ctx.parallel)), signal);
+  let bytes = 0;
+  let partNo = 0;
+
+  const put = async (body: Buffer) => {
+    const n = ++partNo;
+    if (n > MAX_PARTS) throw new RelayError('CONNECTOR_ERROR', `result needs more than ${MAX_PARTS} parts of ${partSize} bytes`);
+    await inflight.slot();
+    inflight.launch((s) => putPart(ctx, urls, n, body, s).then((etag) => void etags.set(n, etag)));
+  };
+  const feed = async (data: Buffer) => {
+    // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
+    await inflight.slot();
+    for (const part of packer.push(data)) await put(part);
+  };
+
+  try {
+    for await (const decoded of source.chunks()) {
+      hash.update(decoded);
+      bytes += decoded.length;
+      await feed(encoding === 'zstd' ? await zstdFrameOf(decoded, ctx.zstdLevel) : decoded);
+    }
+    // An empty result is still one valid zstd stream (some decoders refuse zero bytes).
+    if (bytes === 0 && encoding === 'zstd') await feed(rawZstdFrame(Buffer.alloc(0)));
+    const last = packer.end();
+    if (last) await put(last);
+    await inflight.drain();
+  } catch (err) {
+    await inflight.cancel(err);
+    throw err;
+  }
+
+  const summary = { bytes, chunks: partNo, checksum: hash.digest() };
+  const parts = [...etags.entries()].sort(([a], [b]) => a - b).map(([part, etag]) => ({ part, etag }));
+  const complete = { attempt: cmd.attempt, parts, bytes, checksum: summary.checksum, content_encoding: encoding };
+  await http.send('offload/complete', () => http.postJson(`${requestPath(cmd.request_id)}/offload/complete`, complete, signal), {
+    signal,
+    policy: ctx.policy,
+    retry: { resend422: false },
+    onRetry: retryLogger(ctx),
+  });
+  ctx.renew();
+  return summary;
+}
+
+/** PUTs one part; a 403 means the presigned URL expired, so a fresh one is asked for. */
+async function putPart(ctx: UploadContext, urls: PartUrls, n: number, body: Buffer, signal: AbortSignal): Promise<string> {
+  const res = await ctx.http.send(
+    `PUT part ${n}`,
+    async () => {
+      const url = await urls.get(n, signal);
+      const r = await ctx.http.putPresigned(url, body, signal);
+      if (r.status === 403) urls.invalidate(n);
+      return r;
+    },
+    { signal, policy: ctx.policy, retryWhen: (r) => r.status === 403, onRetry: retryLogger(ctx) },
+  );
+  const etag = res.headers.etag;
+  const value = Array.isArray(etag) ? etag[0] : etag;
+  if (!value) throw new HttpError('CONNECTOR_ERROR', `PUT part ${n}: the object store answered without an ETag`, res.status);
+  return value;
+}

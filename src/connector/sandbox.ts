@@ -1,0 +1,96 @@
+// Confines dataset names to the data directory. A name arrives from the network, so every
+// check here runs before anything is opened: opening alone can block (a FIFO) or have side
+// effects (a device), and the answer must not reveal what exists outside the directory.
+import { realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { RelayError } from '../protocol/errors.js';
+
+export const MAX_NAME_BYTES = 1024;
+
+export interface ResolvedDataset {
+  /** The name as requested (safe to put in messages: it reveals nothing the client did not send). */
+  name: string;
+  /** The real path of the file, symlinks resolved, inside the real data directory. */
+  realPath: string;
+  size: number;
+  /** Identity of the checked file: the source re-checks it after opening to defeat swaps. */
+  dev: number;
+  ino: number;
+}
+
+/** The only file-system calls the sandbox makes; none of them opens the file. */
+export interface SandboxFs {
+  realpath(p: string): Promise<string>;
+  stat(p: string): Promise<{ isFile(): boolean; isDirectory(): boolean; size: number; dev: number; ino: number }>;
+}
+
+const nodeFs: SandboxFs = { realpath: (p) => realpath(p), stat: (p) => stat(p) };
+
+// Lone surrogates would be written to the file system as U+FFFD and could name another file.
+const LONE_SURROGATE = /\p{Cs}/u;
+// Control characters have no place in a dataset name and would corrupt logs.
+const CONTROL = /[\u0001-\u001f\u007f]/;
+
+/** True when `p` is strictly below `root` (both absolute and normalised). */
+export function isInside(root: string, p: string): boolean {
+  const rel = path.relative(root, p);
+  return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
+}
+
+/** Checks a dataset name and finds its file; throws RelayError with a connector error code. */
+export async function resolveDataset(dataDir: string, name: string, fs: SandboxFs = nodeFs): Promise<ResolvedDataset> {
+  if (typeof name !== 'string' || name.length === 0) throw new RelayError('BAD_REQUEST', 'empty dataset name');
+  if (name.includes('\0')) throw new RelayError('BAD_REQUEST', 'dataset name contains a NUL byte');
+  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) throw new RelayError('BAD_REQUEST', `dataset name is longer than ${MAX_NAME_BYTES} bytes`);
+  if (LONE_SURROGATE.test(name)) throw new RelayError('BAD_REQUEST', 'dataset name is not valid Unicode');
+  if (CONTROL.test(name)) throw new RelayError('BAD_REQUEST', 'dataset name contains control characters');
+  if (path.isAbsolute(name)) throw new RelayError('FORBIDDEN', `absolute paths are not allowed: ${name}`);
+  // Any '..' is refused, not only escapes: the kernel resolves 'link/..' against the link's
+  // target, so a lexical check of '..' cannot be trusted.
+  if (name.split('/').includes('..')) throw new RelayError('FORBIDDEN', `'..' is not allowed in dataset paths: ${name}`);
+
+  let root: string;
+  try {
+    root = await fs.realpath(path.resolve(dataDir));
+  } catch (err) {
+    throw new RelayError('CONNECTOR_ERROR', `data directory is not usable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+
+  let real: string;
+  try {
+    // Concatenated, not path.join'ed: joining would normalise the name before the kernel sees it.
+    real = await fs.realpath(`${root}${path.sep}${name}`);
+  } catch (err) {
+    throw fsError(err, name);
+  }
+  if (real === root) throw new RelayError('BAD_REQUEST', `${name} is a directory, not a dataset`);
+  if (!isInside(root, real)) throw new RelayError('FORBIDDEN', `${name} resolves outside the data directory`);
+
+  let st: Awaited<ReturnType<SandboxFs['stat']>>;
+  try {
+    st = await fs.stat(real);
+  } catch (err) {
+    throw fsError(err, name);
+  }
+  if (st.isDirectory()) throw new RelayError('BAD_REQUEST', `${name} is a directory, not a dataset`);
+  if (!st.isFile()) throw new RelayError('BAD_REQUEST', `${name} is not a regular file`);
+  return { name, realPath: real, size: st.size, dev: st.dev, ino: st.ino };
+}
+
+function fsError(err: unknown, name: string): RelayError {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'ENOENT':
+    case 'ENOTDIR':
+      return new RelayError('DATASET_NOT_FOUND', `no such dataset: ${name}`);
+    case 'ENAMETOOLONG':
+      return new RelayError('BAD_REQUEST', `dataset name is too long for the file system: ${name}`);
+    case 'ELOOP':
+      return new RelayError('BAD_REQUEST', `too many symbolic links in ${name}`);
+    case 'EACCES':
+    case 'EPERM':
+      return new RelayError('FORBIDDEN', `permission denied: ${name}`);
+    default:
+      return new RelayError('CONNECTOR_ERROR', `cannot resolve ${name}: ${code ?? (err as Error).message}`, { cause: err });
+  }
+}

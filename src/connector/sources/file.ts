@@ -1,0 +1,82 @@
+// A dataset file read as chunk_size pieces. Reads go into fresh buffers of exactly the chunk
+// size (a stream would hand out pieces of whatever size it likes, and reuse is unsafe while
+// earlier chunks are still being uploaded).
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { RelayError } from '../../protocol/errors.js';
+import type { ResolvedDataset } from '../sandbox.js';
+
+/** What the uploaders read a result from: decoded bytes in order, cut at chunk_size. */
+export interface ChunkSource {
+  /** Total decoded bytes when known up front (files), null when not (queries). */
+  readonly totalBytes: number | null;
+  chunks(): AsyncIterable<Buffer>;
+  close(): Promise<void>;
+}
+
+export class FileSource implements ChunkSource {
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly dataset: ResolvedDataset,
+    readonly chunkSize: number,
+    private readonly startOffset: number,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /**
+   * Opens a dataset the sandbox has checked. The file must still be the very inode that was
+   * checked: a symlink or directory swapped in since then is refused.
+   */
+  static async open(dataset: ResolvedDataset, chunkSize: number, opts: { startOffset?: number; signal?: AbortSignal } = {}): Promise<FileSource> {
+    if (!Number.isInteger(chunkSize) || chunkSize <= 0) throw new RelayError('BAD_REQUEST', `invalid chunk size ${chunkSize}`);
+    let fh: FileHandle;
+    try {
+      // O_NONBLOCK: should a FIFO be swapped in after the check, opening it must not hang.
+      fh = await open(dataset.realPath, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new RelayError('DATASET_NOT_FOUND', `no such dataset: ${dataset.name}`);
+      if (code === 'EACCES' || code === 'EPERM') throw new RelayError('FORBIDDEN', `permission denied: ${dataset.name}`);
+      if (code === 'ELOOP') throw new RelayError('FORBIDDEN', `${dataset.name} changed while being opened`);
+      throw new RelayError('CONNECTOR_ERROR', `cannot open ${dataset.name}: ${code ?? (err as Error).message}`, { cause: err });
+    }
+    try {
+      const st = await fh.stat();
+      if (!st.isFile() || st.dev !== dataset.dev || st.ino !== dataset.ino) throw new RelayError('FORBIDDEN', `${dataset.name} changed while being opened`);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    return new FileSource(fh, dataset, chunkSize, opts.startOffset ?? 0, opts.signal);
+  }
+
+  /**
+   * The size seen by the sandbox: a file that grows while it is read is cut there, so the
+   * totals announced up front stay true.
+   */
+  get totalBytes(): number {
+    return this.dataset.size;
+  }
+
+  async *chunks(): AsyncGenerator<Buffer> {
+    const size = this.dataset.size;
+    let pos = this.startOffset;
+    while (pos < size) {
+      this.signal?.throwIfAborted();
+      const want = Math.min(this.chunkSize, size - pos);
+      const buf = Buffer.allocUnsafeSlow(want);
+      let filled = 0;
+      while (filled < want) {
+        const { bytesRead } = await this.fh.read(buf, filled, want - filled, pos + filled);
+        if (bytesRead === 0) throw new RelayError('CONNECTOR_ERROR', `${this.dataset.name} shrank while being read (${pos + filled} of ${size} bytes)`);
+        filled += bytesRead;
+      }
+      pos += want;
+      yield buf;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,122 @@
+// Sync and stream results (PROTOCOL.md §3.3): one `result` call for a result that fits in one
+// chunk, else stream/init → stream/chunk/{i} (parallel, out of order, retried) → stream/complete.
+import { Xxh64Stream } from '../protocol/checksum.js';
+import { encodeChunk, type EncodedChunk } from '../protocol/codec.js';
+import { CONTENT_TYPES, HEADERS } from '../protocol/wire.js';
+import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
+import { InFlight } from './inflight.js';
+import type { ChunkSource } from './sources/file.js';
+
+/** The headers every binary upload carries (§3.3). */
+export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<string, string> {
+  const h: Record<string, string> = {
+    [HEADERS.attempt]: String(attempt),
+    [HEADERS.checksum]: chunk.checksum,
+    [HEADERS.decodedLength]: String(chunk.decodedLength),
+  };
+  if (chunk.encoding === 'zstd') h['content-encoding'] = 'zstd';
+  return h;
+}
+
+function encode(ctx: UploadContext, decoded: Buffer): Promise<EncodedChunk> {
+  return encodeChunk(decoded, { compression: ctx.cmd.compression === 'zstd', level: ctx.zstdLevel });
+}
+
+export async function uploadResult(ctx: UploadContext, source: ChunkSource, contentType = CONTENT_TYPES[ctx.cmd.format]): Promise<ResultSummary> {
+  const { cmd } = ctx;
+  const it = source.chunks()[Symbol.asyncIterator]();
+  try {
+    // One chunk of look-ahead tells a one-chunk result from a longer one without knowing the size.
+    const pending: Buffer[] = [];
+    if (cmd.resume_from === 0) {
+      const first = await it.next();
+      if (!first.done) {
+        pending.push(first.value);
+        const second = await it.next();
+        if (!second.done) pending.push(second.value);
+      }
+      if (pending.length < 2) return await uploadSingle(ctx, pending[0] ?? Buffer.alloc(0), contentType);
+    }
+    return await uploadChunked(ctx, source, pending, it, contentType);
+  } finally {
+    await it.return?.();
+  }
+}
+
+async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: string): Promise<ResultSummary> {
+  const { cmd, http, signal } = ctx;
+  const chunk = await encode(ctx, decoded);
+  const headers = { ...binaryHeaders(chunk, cmd.attempt), [HEADERS.contentType]: contentType };
+  await http.send('result', () => http.postBinary(`${requestPath(cmd.request_id)}/result`, chunk.body, headers, signal), {
+    signal,
+    policy: ctx.policy,
+    onRetry: retryLogger(ctx),
+  });
+  ctx.renew();
+  return { bytes: decoded.length, chunks: 1, checksum: new Xxh64Stream().update(decoded).digest() };
+}
+
+async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: Buffer[], it: AsyncIterator<Buffer>, contentType: string): Promise<ResultSummary> {
+  const { cmd, http, signal } = ctx;
+  const base = requestPath(cmd.request_id);
+  const total = source.totalBytes;
+  const init = {
+    attempt: cmd.attempt,
+    content_type: contentType,
+    total_bytes: total,
+    total_chunks: total === null ? null : Math.ceil(total / cmd.chunk_size),
+  };
+  await http.send('stream/init', () => http.postJson(`${base}/stream/init`, init, signal), { signal, policy: ctx.policy, retry: { resend422: false }, onRetry: retryLogger(ctx) });
+  ctx.renew();
+
+  const hash = new Xxh64Stream();
+  const inflight = new InFlight(ctx.parallel, signal);
+  let index = 0;
+  let bytes = 0;
+  try {
+    for (;;) {
+      let decoded: Buffer;
+      if (pending.length) decoded = pending.shift()!;
+      else {
+        const next = await it.next();
+        if (next.done) break;
+        decoded = next.value;
+      }
+      // Every chunk is hashed; only those the router does not have yet are sent.
+      hash.update(decoded);
+      bytes += decoded.length;
+      const i = index++;
+      if (i < cmd.resume_from) continue;
+      await inflight.slot();
+      inflight.launch((s) => sendChunk(ctx, i, decoded, s));
+    }
+    await inflight.drain();
+  } catch (err) {
+    await inflight.cancel(err);
+    throw err;
+  }
+
+  const summary = { bytes, chunks: index, checksum: hash.digest() };
+  const complete = { attempt: cmd.attempt, ...summary };
+  await http.send('stream/complete', () => http.postJson(`${base}/stream/complete`, complete, signal), {
+    signal,
+    policy: ctx.policy,
+    retry: { resend422: false },
+    onRetry: retryLogger(ctx),
+  });
+  ctx.renew();
+  return summary;
+}
+
+async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal): Promise<void> {
+  const { cmd, http } = ctx;
+  const chunk = await encode(ctx, decoded);
+  signal.throwIfAborted();
+  const headers = binaryHeaders(chunk, cmd.attempt);
+  await http.send(`chunk ${index}`, () => http.postBinary(`${requestPath(cmd.request_id)}/stream/chunk/${index}`, chunk.body, headers, signal), {
+    signal,
+    policy: ctx.policy,
+    onRetry: retryLogger(ctx),
+  });
+  ctx.renew();
+}

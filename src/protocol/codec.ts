@@ -1,0 +1,192 @@
+// Chunk framing (PROTOCOL.md §3.3): each chunk of at most chunk_size decoded bytes is one
+// zstd frame (unless compression would not shrink it) with an xxh64 of the body as sent.
+import { compress, decompress } from '@mongodb-js/zstd';
+import { xxh64 } from './checksum.js';
+import { RelayError } from './errors.js';
+
+export const DEFAULT_CHUNK_SIZE = 512 * 1024;
+export const MAX_CHUNK_SIZE = 8 * 1024 * 1024;
+export const DEFAULT_ZSTD_LEVEL = 1;
+
+export type Encoding = 'zstd' | 'identity';
+
+export interface EncodedChunk {
+  body: Buffer;
+  encoding: Encoding;
+  /** xxh64 of body (as sent). */
+  checksum: string;
+  decodedLength: number;
+}
+
+/** Compresses one chunk; keeps the raw bytes when zstd would not make them smaller. */
+export async function encodeChunk(decoded: Buffer, opts: { compression: boolean; level?: number }): Promise<EncodedChunk> {
+  let body = decoded;
+  let encoding: Encoding = 'identity';
+  if (opts.compression && decoded.length > 0) {
+    const z = await compress(decoded, opts.level ?? DEFAULT_ZSTD_LEVEL);
+    if (z.length < decoded.length) {
+      body = z;
+      encoding = 'zstd';
+    }
+  }
+  return { body, encoding, checksum: xxh64(body), decodedLength: decoded.length };
+}
+
+/** Decodes a chunk body and checks its decoded length. */
+export async function decodeChunk(body: Buffer, encoding: Encoding, decodedLength?: number): Promise<Buffer> {
+  if (encoding === 'identity') {
+    if (decodedLength !== undefined && body.length !== decodedLength) {
+      throw new RelayError('BAD_REQUEST', `X-Relay-Decoded-Length ${decodedLength} does not match body length ${body.length}`);
+    }
+    return body;
+  }
+  let out: Buffer;
+  try {
+    out = await decompress(body);
+  } catch (err) {
+    throw new RelayError('BAD_REQUEST', `body is not a valid zstd frame: ${(err as Error).message}`);
+  }
+  if (decodedLength !== undefined && out.length !== decodedLength) {
+    throw new RelayError('BAD_REQUEST', `decoded ${out.length} bytes, X-Relay-Decoded-Length says ${decodedLength}`);
+  }
+  return out;
+}
+
+export async function zstdCompress(data: Buffer, level = DEFAULT_ZSTD_LEVEL): Promise<Buffer> {
+  return compress(data, level);
+}
+
+export async function zstdDecompress(data: Buffer): Promise<Buffer> {
+  return decompress(data);
+}
+
+// ---- zstd frame format helpers (RFC 8878) ---------------------------------------------
+
+const ZSTD_MAGIC = 0xfd2fb528;
+const MAX_RAW_BLOCK = 128 * 1024;
+
+/**
+ * Wraps bytes in a zstd frame of raw (stored) blocks, without compressing them.
+ * Used where a stream must stay valid zstd but a chunk was sent uncompressed
+ * (stream pass-through to `Accept-Encoding: zstd` clients, offload objects).
+ */
+export function rawZstdFrame(data: Uint8Array): Buffer {
+  const blocks = Math.max(1, Math.ceil(data.length / MAX_RAW_BLOCK));
+  const out = Buffer.allocUnsafe(4 + 1 + 8 + blocks * 3 + data.length);
+  let o = out.writeUInt32LE(ZSTD_MAGIC, 0);
+  // Frame header descriptor: FCS field 8 bytes (flag 3), single segment, no checksum, no dict.
+  o = out.writeUInt8((3 << 6) | (1 << 5), o);
+  o = out.writeBigUInt64LE(BigInt(data.length), o);
+  for (let b = 0; b < blocks; b++) {
+    const start = b * MAX_RAW_BLOCK;
+    const size = Math.min(MAX_RAW_BLOCK, data.length - start);
+    const last = b === blocks - 1 ? 1 : 0;
+    o = out.writeUIntLE(last | (0 << 1) | (size << 3), o, 3);
+    if (size > 0) {
+      out.set(data.subarray(start, start + size), o);
+      o += size;
+    }
+  }
+  return out;
+}
+
+/**
+ * Cuts a byte stream of concatenated zstd (or skippable) frames into whole frames without
+ * decompressing it, reading block headers as bytes arrive (no re-scan, one copy per frame).
+ */
+export class ZstdFrameSplitter {
+  private parts: Buffer[] = [];
+  private total = 0;
+  /** Offset of the next block header in the current frame, or -1 before the frame header is read. */
+  private scan = -1;
+  private hasChecksum = false;
+  /** Length of the current frame once known. */
+  private frameLength = -1;
+
+  /** Feeds bytes; returns the frames completed by them. */
+  push(data: Buffer): Buffer[] {
+    if (data.length) {
+      this.parts.push(data);
+      this.total += data.length;
+    }
+    const frames: Buffer[] = [];
+    while (this.total > 0) {
+      if (this.frameLength < 0 && !this.findFrameLength()) break;
+      if (this.total < this.frameLength) break;
+      frames.push(this.take(this.frameLength));
+      this.scan = -1;
+      this.frameLength = -1;
+    }
+    return frames;
+  }
+
+  /** Throws if the stream ended inside a frame. */
+  end(): void {
+    if (this.total > 0) throw new Error(`zstd stream truncated: ${this.total} bytes of an incomplete frame`);
+  }
+
+  private byte(offset: number): number {
+    for (const p of this.parts) {
+      if (offset < p.length) return p[offset]!;
+      offset -= p.length;
+    }
+    throw new RangeError('offset past buffered data');
+  }
+
+  private u32(offset: number): number {
+    return (this.byte(offset) | (this.byte(offset + 1) << 8) | (this.byte(offset + 2) << 16) | (this.byte(offset + 3) << 24)) >>> 0;
+  }
+
+  private findFrameLength(): boolean {
+    if (this.scan < 0) {
+      if (this.total < 8) return false;
+      const magic = this.u32(0);
+      if ((magic & 0xfffffff0) === 0x184d2a50) {
+        this.frameLength = 8 + this.u32(4);
+        return true;
+      }
+      if (magic !== ZSTD_MAGIC) throw new Error('not a zstd frame (bad magic number)');
+      const fhd = this.byte(4);
+      const fcsFlag = fhd >> 6;
+      const singleSegment = (fhd >> 5) & 1;
+      this.hasChecksum = ((fhd >> 2) & 1) === 1;
+      let pos = 5 + (singleSegment ? 0 : 1) + [0, 1, 2, 4][fhd & 3]!;
+      pos += fcsFlag === 0 ? (singleSegment ? 1 : 0) : [0, 2, 4, 8][fcsFlag]!;
+      this.scan = pos;
+    }
+    while (this.total >= this.scan + 3) {
+      const header = this.byte(this.scan) | (this.byte(this.scan + 1) << 8) | (this.byte(this.scan + 2) << 16);
+      const type = (header >> 1) & 3;
+      if (type === 3) throw new Error('not a zstd frame (reserved block type)');
+      this.scan += 3 + (type === 1 ? 1 : header >>> 3);
+      if (header & 1) {
+        this.frameLength = this.scan + (this.hasChecksum ? 4 : 0);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  private take(n: number): Buffer {
+    let out: Buffer;
+    const first = this.parts[0]!;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.parts.shift();
+      else this.parts[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let o = 0;
+      while (o < n) {
+        const p = this.parts[0]!;
+        const k = Math.min(p.length, n - o);
+        p.copy(out, o, 0, k);
+        o += k;
+        if (k === p.length) this.parts.shift();
+        else this.parts[0] = p.subarray(k);
+      }
+    }
+    this.total -= n;
+    return out;
+  }
+}

@@ -1,0 +1,4 @@
+export * from './errors.js';
+export * from './checksum.js';
+export * from './codec.js';
+export * from './wire.js';

@@ -1,0 +1,77 @@
+// One Redis subscription per router instance fans out every cross-instance notification:
+// commands for connectors whose stream is open here, request state changes for clients
+// waiting here, stream takeovers and revocations. No per-connector Redis connection.
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+import { keys, type Redis } from './redis.js';
+import type { BusEvent } from './requests.js';
+
+export class Bus extends EventEmitter {
+  constructor(
+    private readonly sub: Redis,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  async start(): Promise<void> {
+    this.sub.on('message', (_channel: string, message: string) => {
+      let ev: BusEvent;
+      try {
+        ev = JSON.parse(message) as BusEvent;
+      } catch {
+        this.log.warn('ignored a malformed bus message');
+        return;
+      }
+      if (ev.t === 'req') this.emit(`req:${ev.id}`, ev);
+      else this.emit(ev.t, ev);
+    });
+    await this.sub.subscribe(keys.busChannel);
+  }
+
+  /** Resolves when `check` returns a value (re-checked on every event for the request and every pollMs), or null at the deadline. */
+  async waitFor<T>(requestId: string, check: () => Promise<T | null>, deadline: number, pollMs = 1000, signal?: AbortSignal): Promise<T | null> {
+    const first = await check();
+    if (first !== null) return first;
+    return new Promise<T | null>((resolve) => {
+      let done = false;
+      let checking = false;
+      let again = false;
+      const finish = (v: T | null) => {
+        if (done) return;
+        done = true;
+        clearInterval(poll);
+        clearTimeout(timer);
+        this.off(`req:${requestId}`, run);
+        signal?.removeEventListener('abort', abort);
+        resolve(v);
+      };
+      const run = () => {
+        if (done) return;
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
+        check()
+          .then((v) => {
+            checking = false;
+            if (v !== null) finish(v);
+            else if (again) {
+              again = false;
+              run();
+            }
+          })
+          .catch(() => {
+            checking = false;
+          });
+      };
+      const abort = () => finish(null);
+      signal?.addEventListener('abort', abort);
+      this.on(`req:${requestId}`, run);
+      const poll = setInterval(run, pollMs);
+      const timer = setTimeout(() => finish(null), Math.max(0, deadline - Date.now()));
+    });
+  }
+}

@@ -1,0 +1,275 @@
+// Command log and SSE hub (PROTOCOL.md §3.1).
+// Log: per connector, a Redis Stream whose entry ids are the SSE event ids (they increase
+// and survive router restarts) plus a hash of the commands not yet acknowledged, which is
+// what a (re)connecting connector is sent first. Hub: the event streams open on this instance.
+import type { ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { Command, HelloEvent } from '../protocol/wire.js';
+import type { Bus } from './bus.js';
+import type { Metrics } from './metrics.js';
+import { keys, type Redis } from './redis.js';
+import type { BusEvent } from './requests.js';
+
+const LOG_MAXLEN = 10_000;
+const LOG_TTL_S = 7 * 86_400;
+/** A connector that cannot take this much queued event data is dropped (it will reconnect). */
+const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+
+const APPEND = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[1], 'data', ARGV[2])
+if ARGV[1] == 'command' then
+  redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({id = id, attempt = tonumber(ARGV[4]), data = ARGV[2]}))
+else
+  redis.call('HDEL', KEYS[2], ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[8])
+redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'cmd', connector = ARGV[6], id = id, event = ARGV[1], data = ARGV[2]}))
+return id`;
+
+const ACK = `
+local p = redis.call('HGET', KEYS[1], ARGV[1])
+if p and cjson.decode(p).attempt <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1`;
+
+// Deletes presence only if it still belongs to the closing session.
+const LEAVE = `
+if redis.call('HGET', KEYS[1], 'session_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1`;
+
+type Scripted = Redis & {
+  relayCmdAppend(log: string, pending: string, ...args: (string | number)[]): Promise<string>;
+  relayCmdAck(pending: string, requestId: string, attempt: number): Promise<number>;
+  relayPresenceLeave(presence: string, session: string): Promise<number>;
+};
+
+interface SseEvent {
+  id?: string;
+  event: string;
+  data: string;
+}
+
+function formatEvent(e: SseEvent & { retry?: number }): string {
+  let out = '';
+  if (e.retry !== undefined) out += `retry: ${e.retry}\n`;
+  if (e.id) out += `id: ${e.id}\n`;
+  out += `event: ${e.event}\n`;
+  for (const line of e.data.split('\n')) out += `data: ${line}\n`;
+  return out + '\n';
+}
+
+export class CommandLog {
+  private readonly r: Scripted;
+  constructor(redis: Redis) {
+    if (!('relayCmdAppend' in redis)) {
+      redis.defineCommand('relayCmdAppend', { numberOfKeys: 2, lua: APPEND });
+      redis.defineCommand('relayCmdAck', { numberOfKeys: 1, lua: ACK });
+      redis.defineCommand('relayPresenceLeave', { numberOfKeys: 1, lua: LEAVE });
+    }
+    this.r = redis as Scripted;
+  }
+
+  /** Persists a command (pending until acknowledged) and announces it to every router. */
+  sendCommand(connector: string, cmd: Command): Promise<string> {
+    return this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), 'command', JSON.stringify(cmd), cmd.request_id, cmd.attempt, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+  }
+
+  /** Persists a cancel event; the command is no longer pending. */
+  sendCancel(connector: string, requestId: string): Promise<string> {
+    return this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), 'cancel', JSON.stringify({ request_id: requestId }), requestId, 0, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+  }
+
+  async ack(connector: string, requestId: string, attempt: number): Promise<void> {
+    await this.r.relayCmdAck(keys.pending(connector), requestId, attempt);
+  }
+
+  async dropPending(connector: string, requestId: string): Promise<void> {
+    await this.r.hdel(keys.pending(connector), requestId);
+  }
+
+  /** What a connecting stream is sent first: every unacknowledged command, then cancels it has not seen. */
+  async catchUp(connector: string, lastEventId: string | null): Promise<SseEvent[]> {
+    const pending = await this.r.hgetall(keys.pending(connector));
+    const out: SseEvent[] = Object.values(pending).map((v) => {
+      const p = JSON.parse(v) as { id: string; data: string };
+      return { id: p.id, event: 'command', data: p.data };
+    });
+    if (lastEventId && /^\d+-\d+$/.test(lastEventId)) {
+      const after = (await this.r.xrange(keys.commandLog(connector), `(${lastEventId}`, '+', 'COUNT', 1000)) as [string, string[]][];
+      for (const [id, fields] of after) {
+        if (fields[1] === 'cancel') out.push({ id, event: 'cancel', data: fields[3]! });
+      }
+    }
+    return out.sort((a, b) => compareIds(a.id!, b.id!));
+  }
+
+  leave(connector: string, session: string): Promise<number> {
+    return this.r.relayPresenceLeave(keys.presence(connector), session);
+  }
+}
+
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am === bm ? Number(as - bs) : am < bm ? -1 : 1;
+}
+
+interface Session {
+  id: string;
+  connector: string;
+  res: ServerResponse;
+  /** Live events that arrive while the catch-up is being sent. */
+  backlog: SseEvent[] | null;
+  sent: Set<string>;
+  timers: NodeJS.Timeout[];
+  closed: boolean;
+}
+
+export interface HubConfig {
+  heartbeatS: number;
+  maxAgeS: number;
+  instanceId: string;
+}
+
+export class Hub {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly log: CommandLog,
+    bus: Bus,
+    private readonly cfg: HubConfig,
+    private readonly metrics: Metrics,
+    private readonly logger: Logger,
+  ) {
+    bus.on('cmd', (ev: Extract<BusEvent, { t: 'cmd' }>) => this.deliver(ev.connector, { id: ev.id, event: ev.event, data: ev.data }));
+    bus.on('takeover', (ev: Extract<BusEvent, { t: 'takeover' }>) => {
+      const s = this.sessions.get(ev.connector);
+      if (s && s.id !== ev.session) this.close(s, 'replaced by a newer stream');
+    });
+    bus.on('revoke', (ev: Extract<BusEvent, { t: 'revoke' }>) => {
+      const s = ev.connector ? this.sessions.get(ev.connector) : undefined;
+      if (s) this.close(s, 'token revoked');
+    });
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  isLocal(connector: string): boolean {
+    return this.sessions.has(connector);
+  }
+
+  /** Serves one event stream on a raw Node response until it closes. */
+  async open(connector: string, res: ServerResponse, opts: { lastEventId: string | null; version: string | null; concurrency: number | null }): Promise<void> {
+    const old = this.sessions.get(connector);
+    if (old) this.close(old, 'replaced by a newer stream');
+    const s: Session = { id: `s_${randomBytes(9).toString('base64url')}`, connector, res, backlog: [], sent: new Set(), timers: [], closed: false };
+    this.sessions.set(connector, s);
+    this.metrics.streamsOpened.inc();
+    this.metrics.connectorsOnline.set(this.sessions.size);
+    res.on('close', () => this.cleanup(s));
+
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+    });
+    res.socket?.setNoDelay(true);
+    const hello: HelloEvent = { connector_id: connector, session_id: s.id, heartbeat_s: this.cfg.heartbeatS, max_age_s: this.cfg.maxAgeS };
+    // Reconnect delay spread over 0.5–5 s so a router restart does not bring every connector back at once.
+    const retry = 500 + Math.floor(Math.random() * 4500);
+    res.write(formatEvent({ event: 'hello', data: JSON.stringify(hello), retry }));
+
+    const now = new Date().toISOString();
+    const presence = { session_id: s.id, instance: this.cfg.instanceId, version: opts.version ?? '', connected_at: now, last_seen: now, concurrency: opts.concurrency ?? '' };
+    const ttl = Math.ceil(this.cfg.heartbeatS * 2 + 5);
+    await this.redis
+      .multi()
+      .hset(keys.presence(connector), presence)
+      .expire(keys.presence(connector), ttl)
+      .hset(keys.connector(connector), { last_seen: now, version: opts.version ?? '' })
+      .publish(keys.busChannel, JSON.stringify({ t: 'takeover', connector, session: s.id } satisfies BusEvent))
+      .exec();
+
+    try {
+      for (const e of await this.log.catchUp(connector, opts.lastEventId)) {
+        s.sent.add(e.id!);
+        this.write(s, e);
+      }
+    } catch (err) {
+      this.logger.error({ err, connector }, 'catch-up of pending commands failed; closing the stream');
+      this.close(s, 'catch-up failed');
+      return;
+    }
+    const backlog = s.backlog ?? [];
+    s.backlog = null;
+    for (const e of backlog) if (!s.sent.has(e.id!)) this.write(s, e);
+    s.sent.clear();
+
+    s.timers.push(
+      setInterval(() => {
+        if (s.closed) return;
+        res.write(': ping\n\n');
+        const seen = new Date().toISOString();
+        void this.redis
+          .multi()
+          .hset(keys.presence(connector), 'last_seen', seen)
+          .expire(keys.presence(connector), ttl)
+          .hset(keys.connector(connector), 'last_seen', seen)
+          .exec()
+          .catch(() => undefined);
+      }, this.cfg.heartbeatS * 1000),
+      // Streams end after max_age_s (±10 %) so connectors spread over router instances.
+      setTimeout(() => this.close(s, 'max age reached'), this.cfg.maxAgeS * 1000 * (0.9 + Math.random() * 0.2)),
+    );
+    this.logger.info({ connector, session: s.id, version: opts.version }, 'connector connected');
+  }
+
+  private deliver(connector: string, e: SseEvent): void {
+    const s = this.sessions.get(connector);
+    if (!s || s.closed) return;
+    if (s.backlog) s.backlog.push(e);
+    else this.write(s, e);
+  }
+
+  private write(s: Session, e: SseEvent): void {
+    if (s.closed) return;
+    if (s.res.writableLength > MAX_UNSENT_BYTES) {
+      this.close(s, 'connector is not reading its event stream');
+      return;
+    }
+    s.res.write(formatEvent(e));
+    if (e.event === 'command') this.metrics.commandsSent.inc();
+  }
+
+  private close(s: Session, reason: string): void {
+    if (s.closed) return;
+    this.logger.info({ connector: s.connector, session: s.id, reason }, 'closing event stream');
+    s.res.end();
+    this.cleanup(s);
+  }
+
+  private cleanup(s: Session): void {
+    if (s.closed) return;
+    s.closed = true;
+    s.timers.forEach((t) => clearTimeout(t));
+    if (this.sessions.get(s.connector) === s) this.sessions.delete(s.connector);
+    this.metrics.streamsClosed.inc();
+    this.metrics.connectorsOnline.set(this.sessions.size);
+    void this.log.leave(s.connector, s.id).catch(() => undefined);
+    this.logger.info({ connector: s.connector, session: s.id }, 'connector disconnected');
+  }
+
+  /** Ends every stream (shutdown): connectors reconnect, elsewhere when there are several routers. */
+  closeAll(): void {
+    for (const s of [...this.sessions.values()]) this.close(s, 'router shutting down');
+  }
+}
+
+export async function isOnline(redis: Redis, connector: string): Promise<boolean> {
+  return (await redis.exists(keys.presence(connector))) === 1;
+}

@@ -1,0 +1,47 @@
+// Everything a route needs, built once by server.ts.
+import type { Context } from 'hono';
+import type { HttpBindings } from '@hono/node-server';
+import type { RouterConfig } from '../config.js';
+import type { Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
+import type { Auth, Principal } from './auth.js';
+import type { Bus } from './bus.js';
+import type { CommandLog, Hub } from './commands.js';
+import type { Dispatcher } from './dispatch.js';
+import type { Metrics } from './metrics.js';
+import type { Redis } from './redis.js';
+import type { Requests } from './requests.js';
+import type { Sinks } from './results.js';
+import type { Storage } from './storage.js';
+
+export interface RouterDeps {
+  cfg: RouterConfig;
+  redis: Redis;
+  auth: Auth;
+  bus: Bus;
+  requests: Requests;
+  commands: CommandLog;
+  hub: Hub;
+  dispatcher: Dispatcher;
+  sinks: Sinks;
+  storage: Storage;
+  metrics: Metrics;
+  log: Logger;
+  /** False once shutdown has begun: new client requests are refused. */
+  accepting: () => boolean;
+}
+
+export type Env = { Bindings: HttpBindings };
+export type Ctx = Context<Env>;
+
+export async function principalOf<K extends Principal['kind']>(deps: RouterDeps, c: Ctx, ...kinds: K[]): Promise<Extract<Principal, { kind: K }>> {
+  const p = await deps.auth.authenticate(c.req.header('authorization'));
+  if (!(kinds as string[]).includes(p.kind)) {
+    throw new RelayError('FORBIDDEN', `a ${p.kind} secret cannot be used on this route`);
+  }
+  return p as Extract<Principal, { kind: K }>;
+}
+
+/** JSON body limit for control calls (a SQL text may be long, nothing else is). */
+export const JSON_LIMIT = 64 * 1024;
+export const CLIENT_JSON_LIMIT = 1_100_000;

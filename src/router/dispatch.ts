@@ -1,0 +1,171 @@
+// At-least-once delivery, owned by BullMQ: a request is a job; one processing run is one
+// attempt: append the command to the connector's log, wait for the ack (ack timeout), then for
+// the end of the request while its lease is renewed (progress timeout). A timeout throws and
+// BullMQ retries with exponential backoff; the last failure fails the request with a clear code.
+import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
+import type { Command } from '../protocol/wire.js';
+import type { Bus } from './bus.js';
+import { isOnline, type CommandLog } from './commands.js';
+import type { Metrics } from './metrics.js';
+import { keys, type Redis } from './redis.js';
+import { TERMINAL, type RequestRecord, type Requests } from './requests.js';
+
+export const QUEUE_NAME = 'relay-commands';
+
+export interface DispatchConfig {
+  ackTimeoutS: number;
+  attempts: number;
+  backoffS: number;
+  progressTimeoutS: number;
+  chunkSize: number;
+  compression: 'zstd' | 'none';
+  concurrency: number;
+}
+
+interface JobData {
+  requestId: string;
+  connector: string;
+  tenant: string;
+  mode: string;
+}
+
+export class Dispatcher {
+  readonly queue: Queue<JobData>;
+  private worker?: Worker<JobData>;
+  private depthTimer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly connection: Redis,
+    private readonly workerConnection: Redis,
+    private readonly redis: Redis,
+    private readonly cfg: DispatchConfig,
+    private readonly requests: Requests,
+    private readonly commands: CommandLog,
+    private readonly bus: Bus,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.queue = new Queue<JobData>(QUEUE_NAME, { connection });
+  }
+
+  start(): void {
+    this.worker = new Worker<JobData>(QUEUE_NAME, (job) => this.process(job), {
+      connection: this.workerConnection,
+      // A job occupies a slot for the whole request (it waits on the connector), so many run at once.
+      concurrency: this.cfg.concurrency,
+      lockDuration: 30_000,
+      stalledInterval: 15_000,
+    });
+    this.worker.on('error', (err) => this.log.error({ err }, 'dispatch worker error'));
+    this.depthTimer = setInterval(() => void this.sampleDepth(), 5000);
+    this.depthTimer.unref();
+  }
+
+  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'>): Promise<void> {
+    await this.queue.add(
+      'request',
+      { requestId: rec.id, connector: rec.connector, tenant: rec.tenant, mode: rec.mode },
+      {
+        jobId: rec.id,
+        attempts: this.cfg.attempts,
+        backoff: { type: 'exponential', delay: this.cfg.backoffS * 1000 },
+        removeOnComplete: { age: 3600, count: 10_000 },
+        removeOnFail: { age: 7 * 86_400, count: 10_000 },
+      },
+    );
+  }
+
+  private async sampleDepth(): Promise<void> {
+    try {
+      const c = await this.queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed');
+      for (const [state, n] of Object.entries(c)) this.metrics.queueDepth.set({ state }, n);
+    } catch {
+      /* Redis down: readiness reports it */
+    }
+  }
+
+  private async process(job: Job<JobData>): Promise<string> {
+    const id = job.data.requestId;
+    const rec = await this.requests.get(id);
+    if (!rec) return 'expired';
+    if (TERMINAL.includes(rec.status)) return this.ended(rec);
+    if (Date.now() >= rec.deadline) return this.giveUp(rec, new RelayError('TIMEOUT', `deadline passed before attempt ${rec.attempt + 1}`, { requestId: id }));
+
+    const attempt = rec.attempt + 1;
+    const resumeFrom = await this.requests.newAttempt(id, attempt);
+    if (resumeFrom === null) return this.ended((await this.requests.get(id)) ?? rec);
+    const cmd: Command = {
+      request_id: id,
+      attempt,
+      mode: rec.mode,
+      ...(rec.spec.dataset !== undefined ? { dataset: rec.spec.dataset } : {}),
+      ...(rec.spec.sql !== undefined ? { sql: rec.spec.sql, database: rec.spec.database } : {}),
+      format: rec.spec.format,
+      chunk_size: this.cfg.chunkSize,
+      compression: this.cfg.compression,
+      // Offload parts are not tracked across attempts, so an offload starts over.
+      resume_from: rec.mode === 'offload' ? 0 : resumeFrom,
+      deadline: new Date(rec.deadline).toISOString(),
+      ...(rec.offload ? { offload: { upload_id: rec.offload.uploadId, key: rec.offload.key, part_size: rec.offload.partSize } } : {}),
+    };
+    await this.redis.multi().sadd(keys.inFlight(rec.connector), id).expire(keys.inFlight(rec.connector), 86_400).exec();
+    await this.commands.sendCommand(rec.connector, cmd);
+    this.metrics.commandsDispatched.inc();
+    await job.updateProgress({ attempt, resume_from: cmd.resume_from }).catch(() => undefined);
+    this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
+
+    const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const ackDeadline = Math.min(rec.deadline, Date.now() + this.cfg.ackTimeoutS * 1000);
+    const acked = await this.bus.waitFor(id, async () => {
+      const r = await this.requests.get(id);
+      return !r || TERMINAL.includes(r.status) || r.attempt !== attempt || r.ackedAttempt >= attempt ? r ?? rec : null;
+    }, ackDeadline);
+    if (!acked) {
+      const online = await isOnline(this.redis, rec.connector);
+      const err = online
+        ? new RelayError('TIMEOUT', `connector ${rec.connector} did not acknowledge attempt ${attempt} within ${this.cfg.ackTimeoutS} s`, { requestId: id })
+        : new RelayError('CONNECTOR_OFFLINE', `connector ${rec.connector} has no open event stream`, { requestId: id });
+      if (lastTry || Date.now() >= rec.deadline) return this.giveUp(rec, err);
+      throw new Error(`${err.code}: ${err.message}`);
+    }
+
+    // Acknowledged: wait for the end while the lease is renewed (acks and uploads renew it).
+    for (;;) {
+      const r = await this.requests.get(id);
+      if (!r || TERMINAL.includes(r.status)) return this.ended(r ?? rec);
+      if (r.attempt !== attempt) return 'superseded';
+      const leaseEnd = r.leaseAt + this.cfg.progressTimeoutS * 1000;
+      const now = Date.now();
+      if (now >= r.deadline) return this.giveUp(r, new RelayError('TIMEOUT', `request did not finish within its timeout`, { requestId: id }));
+      if (now >= leaseEnd) {
+        const err = new RelayError('TIMEOUT', `no progress from connector ${r.connector} for ${this.cfg.progressTimeoutS} s`, { requestId: id });
+        if (lastTry) return this.giveUp(r, err);
+        throw new Error(`${err.code}: ${err.message}`);
+      }
+      await this.bus.waitFor(id, async () => {
+        const x = await this.requests.get(id);
+        return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? true : null;
+      }, Math.min(leaseEnd, r.deadline) + 10);
+    }
+  }
+
+  private async ended(rec: RequestRecord): Promise<string> {
+    await this.redis.srem(keys.inFlight(rec.connector), rec.id);
+    if (rec.status === 'failed' && rec.error) throw new UnrecoverableError(`${rec.error.code}: ${rec.error.message}`);
+    return rec.status;
+  }
+
+  private async giveUp(rec: RequestRecord, err: RelayError): Promise<never> {
+    if (await this.requests.fail(rec.id, err)) await this.commands.sendCancel(rec.connector, rec.id);
+    await this.redis.srem(keys.inFlight(rec.connector), rec.id);
+    throw new UnrecoverableError(`${err.code}: ${err.message}`);
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.depthTimer);
+    await this.worker?.close();
+    await this.queue.close();
+  }
+}

@@ -1,0 +1,72 @@
+// Raw-Node HTTP helpers for the hot paths (bodies read straight from the socket, errors in the
+// protocol's format), shared by every route.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RelayError, type ErrorCode } from '../protocol/errors.js';
+
+export function sendError(res: ServerResponse, err: RelayError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (err.retryAfterMs !== undefined) {
+    headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
+    headers['retry-after-ms'] = String(err.retryAfterMs);
+  }
+  res.writeHead(err.status, headers);
+  res.end(JSON.stringify(err.toBody()));
+}
+
+/** Reads a request body into one Buffer, refusing more than `limit` bytes. */
+export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCode = 'BAD_REQUEST'): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  const length = declared === undefined ? null : Number(declared);
+  const over = () => new RelayError(tooLarge, `body over the limit of ${limit} bytes for this route`);
+  if (length !== null && (!Number.isSafeInteger(length) || length < 0)) return Promise.reject(new RelayError('BAD_REQUEST', 'bad Content-Length'));
+  if (length !== null && length > limit) {
+    req.resume();
+    return Promise.reject(over());
+  }
+  return new Promise<Buffer>((resolve, reject) => {
+    let buf = length !== null ? Buffer.allocUnsafe(length) : null;
+    const pieces: Buffer[] = [];
+    let got = 0;
+    req.on('data', (d: Buffer) => {
+      if (got + d.length > (length ?? limit)) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(length !== null ? new RelayError('BAD_REQUEST', 'body longer than its Content-Length') : over());
+        return;
+      }
+      if (buf) d.copy(buf, got);
+      else pieces.push(d);
+      got += d.length;
+    });
+    req.on('end', () => {
+      if (buf) {
+        if (got !== length) reject(new RelayError('BAD_REQUEST', `body ended after ${got} of ${length} bytes`));
+        else resolve(buf);
+      } else resolve(Buffer.concat(pieces, got));
+      buf = null;
+    });
+    req.on('error', (e) => reject(new RelayError('BAD_REQUEST', `body could not be read: ${e.message}`)));
+    req.on('aborted', () => reject(new RelayError('BAD_REQUEST', 'client aborted the body')));
+  });
+}
+
+/** Parses a JSON body with a size limit and a zod-like schema. */
+export async function readJson<T>(req: IncomingMessage, limit: number, schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }): Promise<T> {
+  const raw = await readBody(req, limit);
+  let value: unknown;
+  try {
+    value = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
+  } catch {
+    throw new RelayError('BAD_REQUEST', 'body is not valid JSON');
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message));
+    throw new RelayError('BAD_REQUEST', `invalid body: ${issues.join('; ')}`);
+  }
+  return parsed.data;
+}

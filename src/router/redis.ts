@@ -1,0 +1,27 @@
+// Redis connections and key names. BullMQ needs maxRetriesPerRequest: null; the subscriber
+// connection is separate because a subscribed ioredis client cannot run other commands.
+import { Redis } from 'ioredis';
+
+export type { Redis };
+
+export function connectRedis(url: string, name: string): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, connectionName: `relay-${name}`, lazyConnect: false });
+}
+
+const P = 'relay:';
+export const keys = {
+  tenants: `${P}tenants`,
+  secret: (hash: string) => `${P}secret:${hash}`,
+  connector: (id: string) => `${P}connector:${id}`,
+  tenantConnectors: (tenant: string) => `${P}tenant:${tenant}:connectors`,
+  tenantClients: (tenant: string) => `${P}tenant:${tenant}:clients`,
+  presence: (connector: string) => `${P}presence:${connector}`,
+  inFlight: (connector: string) => `${P}inflight:${connector}`,
+  request: (id: string) => `${P}req:${id}`,
+  chunks: (id: string) => `${P}req:${id}:chunks`,
+  idempotency: (tenant: string, key: string) => `${P}idem:${tenant}:${key}`,
+  commandLog: (connector: string) => `${P}cmdlog:${connector}`,
+  pending: (connector: string) => `${P}pending:${connector}`,
+  /** Pub/sub: every command/cancel event, every request state change, every stream takeover. */
+  busChannel: `${P}bus`,
+} as const;

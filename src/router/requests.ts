@@ -1,0 +1,260 @@
+// Request records: one Redis hash per request, with a TTL. Every state transition is one
+// Lua script (atomic), so a crash can never leave a request half-moved; every change is
+// announced on the bus so whichever router holds the client's response learns of it.
+import { randomBytes } from 'node:crypto';
+import { RelayError, type ErrorCode } from '../protocol/errors.js';
+import type { Format, Mode, RequestStatus, RequestStatusBody } from '../protocol/wire.js';
+import { keys, type Redis } from './redis.js';
+
+export interface RequestSpec {
+  dataset?: string;
+  sql?: string;
+  database?: string;
+  format: Format;
+}
+
+export interface RequestRecord {
+  id: string;
+  tenant: string;
+  connector: string;
+  mode: Mode;
+  spec: RequestSpec;
+  status: RequestStatus;
+  attempt: number;
+  createdAt: string;
+  updatedAt: string;
+  deadline: number;
+  leaseAt: number;
+  ackedAttempt: number;
+  bytes: number;
+  chunks: number;
+  checksum: string | null;
+  contentType: string | null;
+  totalBytes: number | null;
+  error: { code: ErrorCode; message: string } | null;
+  /** Chunks 0..contiguous-1 are all stored: where a retry resumes. */
+  contiguous: number;
+  offload: { uploadId: string; key: string; partSize: number } | null;
+  download: { url: string; expiresAt: string; contentEncoding: 'zstd' | 'identity' } | null;
+}
+
+export const TERMINAL: readonly RequestStatus[] = ['complete', 'failed', 'cancelled'];
+
+export type BusEvent =
+  | { t: 'req'; id: string; status: RequestStatus | 'acked' | 'progress' }
+  | { t: 'cmd'; connector: string; id: string; event: 'command' | 'cancel'; data: string }
+  | { t: 'takeover'; connector: string; session: string }
+  | { t: 'revoke'; connector?: string; hash: string };
+
+export const newRequestId = () => `r_${randomBytes(12).toString('base64url')}`;
+
+// Guard shared by every connector call on a request: right connector, live request,
+// current attempt. Renews the lease. Returns a status word the caller maps to a code.
+const GUARD = `
+local r = KEYS[1]
+if redis.call('EXISTS', r) == 0 then return 'NOT_FOUND' end
+local f = redis.call('HMGET', r, 'connector', 'status', 'attempt')
+if f[1] ~= ARGV[1] then return 'FORBIDDEN' end
+if f[2] == 'complete' then return 'COMPLETE' end
+if f[2] == 'failed' or f[2] == 'cancelled' then return 'GONE' end
+if tonumber(f[3]) ~= tonumber(ARGV[2]) then return 'STALE' end
+redis.call('HSET', r, 'lease_at', ARGV[3], 'updated_at', ARGV[4])
+if ARGV[5] == 'upload' and f[2] == 'dispatched' then redis.call('HSET', r, 'status', 'running') end
+if ARGV[5] == 'ack' then redis.call('HSET', r, 'acked_attempt', ARGV[2]) end
+`;
+
+const SCRIPTS = {
+  relayGuard: { numberOfKeys: 1, lua: `${GUARD}\nreturn 'OK'` },
+  // KEYS: req, chunks. ARGV: connector, attempt, now_ms, now_iso, 'upload', index, checksum, decoded_len
+  relayChunkPut: {
+    numberOfKeys: 2,
+    lua: `${GUARD}
+local prev = redis.call('HGET', KEYS[2], ARGV[6])
+if prev then
+  if string.sub(prev, 1, 16) == ARGV[7] then return 'DUP' end
+  return 'CONFLICT'
+end
+redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8])
+redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+redis.call('HINCRBY', KEYS[1], 'recv_bytes', ARGV[8])
+redis.call('HINCRBY', KEYS[1], 'recv_chunks', 1)
+local c = tonumber(redis.call('HGET', KEYS[1], 'contiguous') or '0')
+while redis.call('HEXISTS', KEYS[2], tostring(c)) == 1 do c = c + 1 end
+redis.call('HSET', KEYS[1], 'contiguous', c)
+return 'NEW'`,
+  },
+  // KEYS: req. ARGV: status, now_iso, then field/value pairs. Only from a live status.
+  relayFinish: {
+    numberOfKeys: 1,
+    lua: `
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'NOT_FOUND' end
+if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 'OK'`,
+  },
+  // KEYS: req. ARGV: attempt, now_ms, now_iso. Starts a new attempt unless the request ended.
+  relayNewAttempt: {
+    numberOfKeys: 1,
+    lua: `
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'NOT_FOUND' end
+if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
+redis.call('HSET', KEYS[1], 'status', 'dispatched', 'attempt', ARGV[1], 'lease_at', ARGV[2], 'updated_at', ARGV[3], 'acked_attempt', 0)
+return redis.call('HGET', KEYS[1], 'contiguous') or '0'`,
+  },
+} as const;
+
+type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
+type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded };
+
+export type GuardOp = 'ack' | 'upload' | 'final';
+
+export class Requests {
+  private readonly r: ScriptedRedis;
+
+  constructor(
+    redis: Redis,
+    private readonly ttlS: number,
+  ) {
+    for (const [name, s] of Object.entries(SCRIPTS)) {
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
+    }
+    this.r = redis as ScriptedRedis;
+  }
+
+  async create(rec: Pick<RequestRecord, 'id' | 'tenant' | 'connector' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
+    const now = new Date().toISOString();
+    const fields: Record<string, string | number> = {
+      id: rec.id,
+      tenant: rec.tenant,
+      connector: rec.connector,
+      mode: rec.mode,
+      spec: JSON.stringify(rec.spec),
+      status: 'queued',
+      attempt: 0,
+      created_at: now,
+      updated_at: now,
+      deadline: rec.deadline,
+      lease_at: 0,
+      acked_attempt: 0,
+      contiguous: 0,
+      recv_bytes: 0,
+      recv_chunks: 0,
+    };
+    if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
+    await this.r.multi().hset(keys.request(rec.id), fields).expire(keys.request(rec.id), this.ttlS).exec();
+  }
+
+  async get(id: string): Promise<RequestRecord | null> {
+    const h = await this.r.hgetall(keys.request(id));
+    if (!h.id) return null;
+    return {
+      id: h.id,
+      tenant: h.tenant!,
+      connector: h.connector!,
+      mode: h.mode as Mode,
+      spec: JSON.parse(h.spec!) as RequestSpec,
+      status: h.status as RequestStatus,
+      attempt: Number(h.attempt),
+      createdAt: h.created_at!,
+      updatedAt: h.updated_at!,
+      deadline: Number(h.deadline),
+      leaseAt: Number(h.lease_at),
+      ackedAttempt: Number(h.acked_attempt),
+      bytes: Number(h.bytes ?? h.recv_bytes ?? 0),
+      chunks: Number(h.chunks ?? h.recv_chunks ?? 0),
+      checksum: h.checksum ?? null,
+      contentType: h.content_type ?? null,
+      totalBytes: h.total_bytes ? Number(h.total_bytes) : null,
+      error: h.error_code ? { code: h.error_code as ErrorCode, message: h.error_message ?? '' } : null,
+      contiguous: Number(h.contiguous ?? 0),
+      offload: h.upload_id ? { uploadId: h.upload_id, key: h.object_key!, partSize: Number(h.part_size) } : null,
+      download: h.download_url
+        ? { url: h.download_url, expiresAt: h.download_expires_at!, contentEncoding: h.content_encoding as 'zstd' | 'identity' }
+        : null,
+    };
+  }
+
+  /** Checks a connector call against the request; renews the lease. Throws the protocol error. */
+  async guard(id: string, connector: string, attempt: number, op: GuardOp): Promise<'OK' | 'COMPLETE'> {
+    const now = Date.now();
+    const res = await this.r.relayGuard(keys.request(id), connector, attempt, now, new Date(now).toISOString(), op);
+    return guardResult(res, id, attempt);
+  }
+
+  /** Records a chunk once: NEW the first time, DUP for the same checksum again. */
+  async putChunk(id: string, connector: string, attempt: number, index: number, checksum: string, decodedLength: number): Promise<'NEW' | 'DUP'> {
+    const now = Date.now();
+    const res = await this.r.relayChunkPut(keys.request(id), keys.chunks(id), connector, attempt, now, new Date(now).toISOString(), 'upload', index, checksum, decodedLength);
+    if (res === 'NEW' || res === 'DUP') return res;
+    if (res === 'CONFLICT') throw new RelayError('CONFLICT', `chunk ${index} is already stored with another checksum`, { requestId: id });
+    if (res === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
+    guardResult(res, id, attempt);
+    throw new RelayError('INTERNAL', `unexpected chunk state ${res}`, { requestId: id });
+  }
+
+  async setFields(id: string, fields: Record<string, string | number>): Promise<void> {
+    await this.r.hset(keys.request(id), fields);
+  }
+
+  /** Moves a live request to a terminal status. Returns false if it had already ended. */
+  async finish(id: string, status: 'complete' | 'failed' | 'cancelled', fields: Record<string, string | number> = {}): Promise<boolean> {
+    const args = Object.entries(fields).flat();
+    const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), ...args);
+    if (res !== 'OK') return false;
+    await this.publish({ t: 'req', id, status });
+    return true;
+  }
+
+  fail(id: string, err: RelayError): Promise<boolean> {
+    return this.finish(id, 'failed', { error_code: err.code, error_message: err.message.slice(0, 4096) });
+  }
+
+  /** Starts attempt n; returns resume_from, or null if the request already ended. */
+  async newAttempt(id: string, attempt: number): Promise<number | null> {
+    const now = Date.now();
+    const res = await this.r.relayNewAttempt(keys.request(id), attempt, now, new Date(now).toISOString());
+    if (res === 'NOT_FOUND' || (TERMINAL as string[]).includes(res)) return null;
+    return Number(res);
+  }
+
+  async publish(ev: BusEvent): Promise<void> {
+    await this.r.publish(keys.busChannel, JSON.stringify(ev));
+  }
+}
+
+function guardResult(res: string, id: string, attempt: number): 'OK' | 'COMPLETE' {
+  switch (res) {
+    case 'OK':
+    case 'COMPLETE':
+      return res;
+    case 'NOT_FOUND':
+      throw new RelayError('NOT_FOUND', `no request ${id}`, { requestId: id });
+    case 'FORBIDDEN':
+      throw new RelayError('FORBIDDEN', 'this request was sent to another connector', { requestId: id });
+    case 'GONE':
+      throw new RelayError('GONE', 'the request was cancelled or has failed: stop sending', { requestId: id });
+    case 'STALE':
+      throw new RelayError('GONE', `attempt ${attempt} is not the current attempt: stop sending`, { requestId: id });
+    default:
+      throw new RelayError('INTERNAL', `unexpected guard state ${res}`, { requestId: id });
+  }
+}
+
+export function statusBody(r: RequestRecord): RequestStatusBody {
+  return {
+    request_id: r.id,
+    status: r.status,
+    mode: r.mode,
+    connector: r.connector,
+    attempt: r.attempt,
+    created_at: r.createdAt,
+    updated_at: r.updatedAt,
+    bytes: r.bytes,
+    chunks: r.chunks,
+    checksum: r.checksum,
+    error: r.error,
+  };
+}

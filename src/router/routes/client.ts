@@ -1,0 +1,197 @@
+// Client API (PROTOCOL.md §2): ask for data in one of three modes, follow, cancel.
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Hono } from 'hono';
+import { RelayError, toRelayError } from '../../protocol/errors.js';
+import { clientRequestSchema, HEADERS, requestIdSchema, type Mode, type OffloadResponse } from '../../protocol/wire.js';
+import { connectorTenant, sha256 } from '../auth.js';
+import { keys } from '../redis.js';
+import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
+import { readJson, sendError } from '../http.js';
+import { newRequestId, statusBody, TERMINAL, type RequestRecord, type RequestSpec } from '../requests.js';
+import { StreamSink, SyncSink, type Sink } from '../results.js';
+
+export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
+  for (const mode of ['sync', 'stream', 'offload'] as const) {
+    app.post(`/v1/datasets/request-${mode}`, async (c) => {
+      const res = c.env.outgoing;
+      try {
+        await handleRequest(deps, c.env.incoming, res, mode, await principalOf(deps, c, 'client'));
+      } catch (err) {
+        const e = toRelayError(err);
+        if (e.code === 'INTERNAL') deps.log.error({ err, request: e.requestId }, 'request failed');
+        sendError(res, e);
+      }
+      return RESPONSE_ALREADY_SENT;
+    });
+  }
+
+  app.get('/v1/requests/:id', async (c) => {
+    const rec = await ownRequest(deps, c.req.param('id'), await principalOf(deps, c, 'client', 'admin'));
+    return c.json(statusBody(rec));
+  });
+
+  app.delete('/v1/requests/:id', async (c) => {
+    const rec = await ownRequest(deps, c.req.param('id'), await principalOf(deps, c, 'client', 'admin'));
+    await cancelRequest(deps, rec, 'cancelled by the client');
+    return c.json(statusBody((await deps.requests.get(rec.id)) ?? rec));
+  });
+}
+
+async function ownRequest(deps: RouterDeps, id: string, p: { kind: string; tenant?: string }): Promise<RequestRecord> {
+  const rec = requestIdSchema.safeParse(id).success ? await deps.requests.get(id) : null;
+  // Another tenant's request is indistinguishable from a missing one.
+  if (!rec || (p.kind !== 'admin' && rec.tenant !== p.tenant)) throw new RelayError('NOT_FOUND', `no request ${id}`);
+  return rec;
+}
+
+export async function cancelRequest(deps: RouterDeps, rec: RequestRecord, reason: string): Promise<void> {
+  if (await deps.requests.finish(rec.id, 'cancelled', { error_code: 'GONE', error_message: reason })) {
+    await deps.commands.sendCancel(rec.connector, rec.id);
+    if (rec.offload) await deps.storage.abortMultipart(rec.offload.key, rec.offload.uploadId);
+  }
+}
+
+const IDEMPOTENCY_TTL_S = 86_400;
+
+function idempotencyKey(req: IncomingMessage): string | null {
+  const v = req.headers[HEADERS.idempotencyKey];
+  if (v === undefined) return null;
+  const key = Array.isArray(v) ? v[0]! : v;
+  if (!/^[\x21-\x7e]{1,200}$/.test(key)) throw new RelayError('BAD_REQUEST', 'Idempotency-Key must be 1 to 200 printable ASCII characters');
+  return key;
+}
+
+/**
+ * A repeated Idempotency-Key names the request made the first time: an offload gets that
+ * request's answer (waiting for it if needed), a failed request its error. Sync and stream
+ * results are not kept after they were delivered, so those get CONFLICT with the status.
+ */
+async function answerExisting(deps: RouterDeps, res: ServerResponse, id: string, mode: Mode): Promise<void> {
+  let rec = await deps.requests.get(id);
+  if (!rec) throw new RelayError('GONE', `the request made with this Idempotency-Key (${id}) has expired`, { requestId: id });
+  if (rec.mode !== mode) throw new RelayError('CONFLICT', `this Idempotency-Key was used for a ${rec.mode} request (${id})`, { requestId: id });
+  if (mode === 'offload' && !TERMINAL.includes(rec.status)) {
+    rec = (await deps.bus.waitFor(id, async () => {
+      const r = await deps.requests.get(id);
+      return r && TERMINAL.includes(r.status) ? r : null;
+    }, rec.deadline, 2000)) ?? rec;
+  }
+  if (rec.status === 'complete' && mode === 'offload') return sendOffloadAnswer(res, rec);
+  if (rec.status === 'failed' && rec.error) throw new RelayError(rec.error.code, rec.error.message, { requestId: id });
+  if (rec.status === 'cancelled') throw new RelayError('GONE', `request ${id} was cancelled`, { requestId: id });
+  throw new RelayError('CONFLICT', `request ${id} made with this Idempotency-Key is ${rec.status}; ${mode} results are not kept after delivery (see GET /v1/requests/${id})`, { requestId: id });
+}
+
+function sendOffloadAnswer(res: ServerResponse, rec: RequestRecord): void {
+  const answer: OffloadResponse = {
+    status: 'success',
+    request_id: rec.id,
+    download_url: rec.download!.url,
+    expires_at: rec.download!.expiresAt,
+    bytes: rec.bytes,
+    checksum: rec.checksum!,
+    content_encoding: rec.download!.contentEncoding,
+  };
+  res.writeHead(200, { 'content-type': 'application/json', [HEADERS.requestId]: rec.id });
+  res.end(JSON.stringify(answer));
+}
+
+async function handleRequest(
+  deps: RouterDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  mode: Mode,
+  p: { tenant: string },
+): Promise<void> {
+  const { cfg, requests, metrics } = deps;
+  if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
+  const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
+  const owner = await connectorTenant(deps.redis, body.connector);
+  if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
+  const started = Date.now();
+  const id = newRequestId();
+  const idemKey = idempotencyKey(req);
+  if (idemKey) {
+    const key = keys.idempotency(p.tenant, sha256(idemKey));
+    const existing = (await deps.redis.set(key, id, 'EX', IDEMPOTENCY_TTL_S, 'NX')) === 'OK' ? null : await deps.redis.get(key);
+    if (existing) {
+      await answerExisting(deps, res, existing, mode);
+      return;
+    }
+  }
+  const deadline = started + (body.timeout_s ?? cfg.defaultTimeoutS) * 1000;
+  const spec: RequestSpec = {
+    ...(body.dataset !== undefined ? { dataset: body.dataset } : { sql: body.sql!, ...(body.database ? { database: body.database } : {}) }),
+    format: body.format ?? (body.sql !== undefined ? 'arrow' : 'raw'),
+  };
+  let offload: RequestRecord['offload'] = null;
+  if (mode === 'offload') {
+    const key = deps.storage.newKey(p.tenant, id);
+    offload = { key, uploadId: await deps.storage.createMultipart(key).catch(async (err: unknown) => {
+      if (idemKey) await deps.redis.del(keys.idempotency(p.tenant, sha256(idemKey)));
+      throw err;
+    }), partSize: cfg.partSize };
+  }
+  await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
+
+  let sink: Sink | null = null;
+  const accept = req.headers['accept'] ?? '';
+  const acceptEncoding = String(req.headers['accept-encoding'] ?? '');
+  const onBytes = (n: number) => metrics.bytesRelayed.inc({ mode }, n);
+  if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(acceptEncoding), onBytes);
+  else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(accept), onBytes);
+  if (sink) deps.sinks.add(sink);
+
+  let clientGone = false;
+  const gone = () => {
+    clientGone = true;
+    void requests.get(id).then((r) => (r ? cancelRequest(deps, r, 'the client went away') : undefined));
+  };
+  if (sink) sink.onClientGone = gone;
+  else res.on('close', () => !res.writableEnded && gone());
+
+  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
+  deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
+
+  const stop = new AbortController();
+  const end = deps.bus.waitFor(
+    id,
+    async () => {
+      const r = await requests.get(id);
+      return r && TERMINAL.includes(r.status) && (r.status !== 'complete' || !sink) ? r : null;
+    },
+    deadline,
+    2000,
+    stop.signal,
+  );
+  const outcome = await Promise.race([sink ? sink.done.then(() => 'sink' as const) : new Promise<never>(() => {}), end]);
+  stop.abort();
+  let final: RequestRecord | null = outcome === 'sink' ? null : outcome;
+  if (outcome === null) {
+    // Deadline: fail the request unless it ended in the meantime.
+    const timeout = new RelayError('TIMEOUT', `no result within ${(deadline - started) / 1000} s`, { requestId: id });
+    if (await requests.fail(id, timeout)) {
+      const r = await requests.get(id);
+      if (r) await deps.commands.sendCancel(r.connector, id);
+    }
+    final = await requests.get(id);
+  }
+  const seconds = (Date.now() - started) / 1000;
+  metrics.requestDuration.observe({ mode }, seconds);
+  if (final && final.status === 'complete' && mode === 'offload') {
+    metrics.requests.inc({ mode, outcome: 'complete' });
+    sendOffloadAnswer(res, final);
+    return;
+  }
+  if (final) {
+    const err = final.error
+      ? new RelayError(final.error.code, final.error.message, { requestId: id })
+      : new RelayError('GONE', `request ${final.status}`, { requestId: id });
+    metrics.requests.inc({ mode, outcome: final.status === 'cancelled' ? 'cancelled' : err.code });
+    if (sink) sink.fail(err);
+    else if (!clientGone) sendError(res, err);
+    return;
+  }
+  metrics.requests.inc({ mode, outcome: clientGone ? 'client_gone' : 'complete' });
+}

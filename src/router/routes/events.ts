@@ -1,0 +1,18 @@
+// GET /v1/connectors/events: the connector's command stream (PROTOCOL.md §3.1).
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import type { Hono } from 'hono';
+import { principalOf, type Env, type RouterDeps } from '../context.js';
+
+export function eventRoutes(app: Hono<Env>, deps: RouterDeps): void {
+  app.get('/v1/connectors/events', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const concurrency = Number(c.req.query('concurrency'));
+    const version = c.req.query('version')?.slice(0, 64) ?? null;
+    const lastEventId = c.req.header('last-event-id')?.slice(0, 64) ?? null;
+    const res = c.env.outgoing;
+    const closed = new Promise<void>((r) => res.on('close', r));
+    await deps.hub.open(p.id, res, { lastEventId, version, concurrency: Number.isSafeInteger(concurrency) && concurrency > 0 ? concurrency : null });
+    await closed;
+    return RESPONSE_ALREADY_SENT;
+  });
+}

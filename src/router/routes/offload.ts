@@ -1,0 +1,68 @@
+// Offload (PROTOCOL.md §3.4): the connector PUTs parts straight to the object store with
+// presigned URLs; the router only signs, completes and answers with a presigned GET.
+import type { Hono } from 'hono';
+import { RelayError } from '../../protocol/errors.js';
+import { offloadCompleteSchema, offloadPartsSchema } from '../../protocol/wire.js';
+import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
+import { readJson } from '../http.js';
+import { keys } from '../redis.js';
+import type { RequestRecord } from '../requests.js';
+
+export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
+  const { requests, storage, cfg } = deps;
+
+  async function offloadOf(id: string): Promise<NonNullable<RequestRecord['offload']>> {
+    const rec = await requests.get(id);
+    if (!rec?.offload) throw new RelayError('BAD_REQUEST', 'this request is not an offload request', { requestId: id });
+    return rec.offload;
+  }
+
+  app.post('/v1/requests/:id/offload/parts', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const body = await readJson(c.env.incoming, JSON_LIMIT, offloadPartsSchema);
+    if ((await requests.guard(id, p.id, body.attempt, 'upload')) === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
+    const off = await offloadOf(id);
+    const ttl = cfg.partUrlTtlS;
+    const urls: Record<string, string> = {};
+    for (const part of new Set(body.parts)) urls[String(part)] = await storage.presignPart(off.key, off.uploadId, part, ttl);
+    return c.json({ urls, expires_at: new Date(Date.now() + ttl * 1000).toISOString() });
+  });
+
+  app.post('/v1/requests/:id/offload/complete', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const body = await readJson(c.env.incoming, 1024 * 1024, offloadCompleteSchema);
+    if ((await requests.guard(id, p.id, body.attempt, 'final')) === 'COMPLETE') return c.body(null, 204);
+    const off = await offloadOf(id);
+    const parts = [...body.parts].sort((a, b) => a.part - b.part);
+    if (parts.some((x, i) => x.part !== i + 1)) throw new RelayError('BAD_REQUEST', 'parts must be numbered 1..n without gaps or repeats', { requestId: id });
+    let size: number;
+    try {
+      size = await storage.completeMultipart(off.key, off.uploadId, parts);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'InvalidPart' || code === 'InvalidPartOrder' || code === 'NoSuchUpload' || code === 'EntityTooSmall') {
+        throw new RelayError('CONFLICT', `the object store refused to complete the upload: ${code}: ${(err as Error).message}`, { requestId: id });
+      }
+      throw err;
+    }
+    if (body.content_encoding === 'identity' && size !== body.bytes) {
+      throw new RelayError('CONFLICT', `stored object has ${size} bytes, complete says ${body.bytes}`, { requestId: id });
+    }
+    const ttl = Math.min(cfg.getUrlTtlS, cfg.retentionS);
+    const url = await storage.presignGet(off.key, ttl);
+    await requests.finish(id, 'complete', {
+      bytes: body.bytes,
+      chunks: parts.length,
+      checksum: body.checksum,
+      download_url: url,
+      download_expires_at: new Date(Date.now() + ttl * 1000).toISOString(),
+      content_encoding: body.content_encoding,
+      stored_bytes: size,
+    });
+    await deps.redis.srem(keys.inFlight(p.id), id);
+    deps.metrics.bytesRelayed.inc({ mode: 'offload' }, body.bytes);
+    return c.body(null, 204);
+  });
+}

@@ -1,0 +1,139 @@
+// Results in chunks (PROTOCOL.md §3.3): init, chunk/{index}, complete; and the one-call /result.
+import type { Hono } from 'hono';
+import { xxh64 } from '../../protocol/checksum.js';
+import { RelayError } from '../../protocol/errors.js';
+import { HEADERS, streamCompleteSchema, streamInitSchema } from '../../protocol/wire.js';
+import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
+import { readJson } from '../http.js';
+import type { Sink } from '../results.js';
+import { keys } from '../redis.js';
+import { decodeUpload, readUpload } from './uploads.js';
+
+const MAX_INDEX = 10_000_000;
+/** How long a chunk may wait for room in a stream window before BACKPRESSURE is answered. */
+const ROOM_WAIT_MS = 2000;
+
+export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
+  const { requests, sinks, metrics } = deps;
+
+  /** The local sink of a live request, or the reason there is none. */
+  async function sinkFor(id: string, connector: string, attempt: number): Promise<Sink> {
+    const sink = sinks.get(id);
+    if (sink && !sink.isEnded) return sink;
+    await requests.guard(id, connector, attempt, 'upload');
+    const rec = await requests.get(id);
+    if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
+    throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+  }
+
+  /** Fails the request and the client's answer with err, then rethrows it to the connector. */
+  async function failWith(id: string, sink: Sink, err: RelayError): Promise<never> {
+    err.requestId ??= id;
+    if (await requests.fail(id, err)) {
+      const rec = await requests.get(id);
+      if (rec) await deps.commands.sendCancel(rec.connector, id);
+    }
+    sink.fail(err);
+    throw err;
+  }
+
+  app.post('/v1/requests/:id/stream/init', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const body = await readJson(c.env.incoming, JSON_LIMIT, streamInitSchema);
+    const sink = await sinkFor(id, p.id, body.attempt);
+    await requests.guard(id, p.id, body.attempt, 'upload');
+    try {
+      sink.init({ contentType: body.content_type, totalBytes: body.total_bytes ?? null });
+    } catch (err) {
+      if (err instanceof RelayError) await failWith(id, sink, err);
+      throw err;
+    }
+    await requests.setFields(id, { content_type: body.content_type, ...(body.total_bytes != null ? { total_bytes: body.total_bytes } : {}) });
+    return c.body(null, 204);
+  });
+
+  app.post('/v1/requests/:id/stream/chunk/:index', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const indexText = c.req.param('index');
+    if (!/^\d{1,8}$/.test(indexText) || Number(indexText) > MAX_INDEX) throw new RelayError('BAD_REQUEST', `chunk index must be an integer from 0 to ${MAX_INDEX}`);
+    const index = Number(indexText);
+    let up;
+    try {
+      up = await readUpload(c.env.incoming, deps.cfg.chunkSize);
+    } catch (err) {
+      if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
+      throw err;
+    }
+    const sink = await sinkFor(id, p.id, up.attempt);
+    await sink.waitForRoom(index, ROOM_WAIT_MS);
+    let admitted;
+    try {
+      admitted = sink.admit(index, up.decodedLength);
+    } catch (err) {
+      if (err instanceof RelayError && err.code === 'BACKPRESSURE') {
+        metrics.backpressure.inc();
+        // A connector held back by a slow client is alive: its lease is renewed.
+        await requests.guard(id, p.id, up.attempt, 'upload');
+      }
+      if (err instanceof RelayError && err.code === 'RESULT_TOO_LARGE') await failWith(id, sink, err);
+      throw err;
+    }
+    let stored = false;
+    try {
+      const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
+      const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
+      if (state === 'NEW' && admitted === 'ok') {
+        sink.put({ index, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded });
+        stored = true;
+      }
+      metrics.chunksReceived.inc({ outcome: state === 'NEW' ? 'stored' : 'duplicate' });
+      return c.body(null, state === 'NEW' ? 201 : 200);
+    } finally {
+      if (!stored && admitted === 'ok') sink.release(index);
+    }
+  });
+
+  app.post('/v1/requests/:id/stream/complete', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const body = await readJson(c.env.incoming, JSON_LIMIT, streamCompleteSchema);
+    if ((await requests.guard(id, p.id, body.attempt, 'final')) === 'COMPLETE') return c.body(null, 204);
+    const sink = await sinkFor(id, p.id, body.attempt);
+    try {
+      await sink.complete(body);
+    } catch (err) {
+      if (err instanceof RelayError && err.code !== 'GONE') await failWith(id, sink, err);
+      throw err;
+    }
+    await requests.finish(id, 'complete', { bytes: body.bytes, chunks: body.chunks, checksum: body.checksum });
+    await deps.redis.srem(keys.inFlight(p.id), id);
+    return c.body(null, 204);
+  });
+
+  app.post('/v1/requests/:id/result', async (c) => {
+    const p = await principalOf(deps, c, 'connector');
+    const id = c.req.param('id');
+    const up = await readUpload(c.env.incoming, deps.cfg.chunkSize);
+    const contentType = String(c.req.header(HEADERS.contentType) ?? 'application/octet-stream').slice(0, 200);
+    if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
+    const sink = await sinkFor(id, p.id, up.attempt);
+    const decoded = await decodeUpload(up);
+    const meta = { chunks: 1, bytes: decoded.length, checksum: up.encoding === 'identity' ? up.checksum : xxh64(decoded) };
+    try {
+      sink.init({ contentType, totalBytes: decoded.length });
+      if (sink.admit(0, decoded.length) === 'ok') {
+        await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
+        sink.put({ index: 0, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded });
+      }
+      await sink.complete(meta);
+    } catch (err) {
+      if (err instanceof RelayError && err.code !== 'GONE' && err.code !== 'BACKPRESSURE') await failWith(id, sink, err);
+      throw err;
+    }
+    await requests.finish(id, 'complete', { ...meta, content_type: contentType });
+    await deps.redis.srem(keys.inFlight(p.id), id);
+    return c.body(null, 204);
+  });
+}

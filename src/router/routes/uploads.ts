@@ -1,0 +1,47 @@
+// What every binary upload carries (PROTOCOL.md §3.3), parsed and checked in one place.
+import type { IncomingMessage } from 'node:http';
+import { CHECKSUM_RE, xxh64 } from '../../protocol/checksum.js';
+import { decodeChunk, type Encoding } from '../../protocol/codec.js';
+import { RelayError } from '../../protocol/errors.js';
+import { HEADERS } from '../../protocol/wire.js';
+import { readBody } from '../http.js';
+
+export interface Upload {
+  attempt: number;
+  checksum: string;
+  encoding: Encoding;
+  decodedLength: number;
+  body: Buffer;
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function intHeader(req: IncomingMessage, name: string, max: number): number {
+  const v = header(req, name);
+  if (v === undefined || !/^\d{1,16}$/.test(v) || Number(v) > max) throw new RelayError('BAD_REQUEST', `header ${name} must be an integer from 0 to ${max}`);
+  return Number(v);
+}
+
+/** Reads and verifies one upload: headers, size limit, xxh64 of the body as sent. */
+export async function readUpload(req: IncomingMessage, chunkSize: number): Promise<Upload> {
+  const attempt = intHeader(req, HEADERS.attempt, 1000);
+  if (attempt < 1) throw new RelayError('BAD_REQUEST', `header ${HEADERS.attempt} must be at least 1`);
+  const checksum = header(req, HEADERS.checksum);
+  if (!checksum || !CHECKSUM_RE.test(checksum)) throw new RelayError('BAD_REQUEST', `header ${HEADERS.checksum} must be 16 lowercase hex digits (xxh64)`);
+  const ce = (header(req, 'content-encoding') ?? 'identity').trim().toLowerCase();
+  if (ce !== 'zstd' && ce !== 'identity') throw new RelayError('BAD_REQUEST', `Content-Encoding ${ce} is not supported (zstd or none)`);
+  const decodedLength = intHeader(req, HEADERS.decodedLength, Number.MAX_SAFE_INTEGER);
+  if (decodedLength > chunkSize) throw new RelayError('RESULT_TOO_LARGE', `chunk of ${decodedLength} decoded bytes is over the chunk size ${chunkSize}`);
+  // A zstd frame of at most chunkSize bytes is never much larger than chunkSize.
+  const body = await readBody(req, chunkSize + 1024, 'RESULT_TOO_LARGE');
+  const got = xxh64(body);
+  if (got !== checksum) throw new RelayError('CHECKSUM_MISMATCH', `body checksum ${got} does not match ${HEADERS.checksum} ${checksum}: resend`);
+  return { attempt, checksum, encoding: ce === 'zstd' ? 'zstd' : 'identity', decodedLength, body };
+}
+
+export function decodeUpload(u: Upload): Promise<Buffer> {
+  return decodeChunk(u.body, u.encoding, u.decodedLength);
+}

@@ -1,0 +1,107 @@
+// Starts a router: Redis connections, object store (embedded s3rver when none is configured),
+// dispatch worker, SSE hub, HTTP server. stop() is the graceful shutdown.
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createAdaptorServer } from '@hono/node-server';
+import type { RouterConfig } from '../config.js';
+import { createLogger, type Logger } from '../log.js';
+import { createApp } from './app.js';
+import { Auth } from './auth.js';
+import { Bus } from './bus.js';
+import { CommandLog, Hub } from './commands.js';
+import { Dispatcher } from './dispatch.js';
+import { createMetrics } from './metrics.js';
+import { connectRedis } from './redis.js';
+import { Requests } from './requests.js';
+import { Sinks } from './results.js';
+import { startDevS3, Storage } from './storage.js';
+
+export interface RunningRouter {
+  url: string;
+  port: number;
+  s3Endpoint: string;
+  stop(): Promise<void>;
+}
+
+export async function startRouter(cfg: RouterConfig, log: Logger = createLogger('router', cfg.logLevel)): Promise<RunningRouter> {
+  const instanceId = `i_${randomBytes(6).toString('hex')}`;
+  const redis = connectRedis(cfg.redisUrl, 'router');
+  const sub = connectRedis(cfg.redisUrl, 'router-sub');
+  const bullConn = connectRedis(cfg.redisUrl, 'router-queue');
+  const bullWorkerConn = connectRedis(cfg.redisUrl, 'router-worker');
+  await redis.ping();
+
+  let devS3: Awaited<ReturnType<typeof startDevS3>> | null = null;
+  let s3Endpoint = cfg.s3Endpoint;
+  let creds = { accessKey: cfg.s3AccessKey, secretKey: cfg.s3SecretKey };
+  if (!s3Endpoint) {
+    // s3rver knows one fixed key pair.
+    creds = { accessKey: 'S3RVER', secretKey: 'S3RVER' };
+    devS3 = await startDevS3(cfg.s3DevDir, cfg.s3Bucket);
+    s3Endpoint = devS3.endpoint;
+    log.warn({ endpoint: s3Endpoint, dir: cfg.s3DevDir }, 'RELAY_S3_ENDPOINT is not set: using an embedded S3-compatible store (s3rver) for DEVELOPMENT only');
+  }
+  const storage = new Storage(
+    { endpoint: s3Endpoint, publicEndpoint: cfg.s3PublicEndpoint, ...creds, bucket: cfg.s3Bucket, region: cfg.s3Region, retentionS: cfg.retentionS },
+    log,
+  );
+  await storage.init();
+
+  const metrics = createMetrics();
+  const bus = new Bus(sub, log);
+  await bus.start();
+  const requests = new Requests(redis, cfg.requestTtlS);
+  const commands = new CommandLog(redis);
+  const hub = new Hub(redis, commands, bus, { heartbeatS: cfg.heartbeatS, maxAgeS: cfg.streamMaxAgeS, instanceId }, metrics, log);
+  const dispatcher = new Dispatcher(
+    bullConn,
+    bullWorkerConn,
+    redis,
+    { ackTimeoutS: cfg.ackTimeoutS, attempts: cfg.attempts, backoffS: cfg.backoffS, progressTimeoutS: cfg.progressTimeoutS, chunkSize: cfg.chunkSize, compression: cfg.compression, concurrency: 1000 },
+    requests,
+    commands,
+    bus,
+    metrics,
+    log,
+  );
+  dispatcher.start();
+
+  let accepting = true;
+  const sinks = new Sinks();
+  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, storage, metrics, log, accepting: () => accepting });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  // Event streams are long-lived; Node's default request timeout would cut them.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.port, cfg.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info({ url, instance: instanceId }, 'router listening');
+
+  return {
+    url,
+    port,
+    s3Endpoint,
+    async stop() {
+      accepting = false;
+      hub.closeAll();
+      // In-flight client answers get a bounded time to finish.
+      const deadline = Date.now() + 10_000;
+      while (sinks.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
+      await dispatcher.close();
+      storage.stop();
+      await devS3?.close();
+      await Promise.all([redis.quit(), sub.quit(), bullConn.quit(), bullWorkerConn.quit()].map((p) => p.catch(() => undefined)));
+    },
+  };
+}

@@ -1,0 +1,129 @@
+// The object store adapter (any S3: MinIO in production, s3rver in development), through the
+// `minio` client. Only the router holds credentials; connectors and clients get presigned URLs.
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import * as Minio from 'minio';
+import type { Logger } from '../log.js';
+
+export interface StorageConfig {
+  endpoint: string;
+  publicEndpoint?: string;
+  accessKey: string;
+  secretKey: string;
+  bucket: string;
+  region: string;
+  retentionS: number;
+}
+
+function clientFor(endpoint: string, cfg: StorageConfig): Minio.Client {
+  const u = new URL(endpoint);
+  const useSSL = u.protocol === 'https:';
+  return new Minio.Client({
+    endPoint: u.hostname,
+    port: u.port ? Number(u.port) : useSSL ? 443 : 80,
+    useSSL,
+    accessKey: cfg.accessKey,
+    secretKey: cfg.secretKey,
+    // A fixed region keeps presigning offline (no bucket-location round trip).
+    region: cfg.region,
+    pathStyle: true,
+  });
+}
+
+export class Storage {
+  private readonly s3: Minio.Client;
+  /** Presigns with the host connectors and clients reach (may differ from the router's). */
+  private readonly signer: Minio.Client;
+  private sweeper?: NodeJS.Timeout;
+
+  constructor(
+    readonly cfg: StorageConfig,
+    private readonly log: Logger,
+  ) {
+    this.s3 = clientFor(cfg.endpoint, cfg);
+    this.signer = cfg.publicEndpoint ? clientFor(cfg.publicEndpoint, cfg) : this.s3;
+  }
+
+  /** Creates the bucket if needed and sets its retention; starts the sweeper. */
+  async init(): Promise<void> {
+    if (!(await this.s3.bucketExists(this.cfg.bucket))) await this.s3.makeBucket(this.cfg.bucket, this.cfg.region);
+    // S3 lifecycle rules count in whole days; the sweeper below enforces sub-day retention.
+    const days = Math.max(1, Math.ceil(this.cfg.retentionS / 86_400));
+    try {
+      await this.s3.setBucketLifecycle(this.cfg.bucket, {
+        Rule: [{ ID: 'relay-retention', Status: 'Enabled', Filter: { Prefix: '' }, Expiration: { Days: days }, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 } }],
+      });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'object store refused the lifecycle rule; relying on the retention sweeper');
+    }
+    const every = Math.min(300_000, Math.max(10_000, (this.cfg.retentionS * 1000) / 6));
+    this.sweeper = setInterval(() => void this.sweep().catch((err) => this.log.warn({ err: (err as Error).message }, 'retention sweep failed')), every);
+    this.sweeper.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+
+  async ping(): Promise<void> {
+    await this.s3.bucketExists(this.cfg.bucket);
+  }
+
+  /** Object keys are unguessable: tenant, day, request id and 128 random bits. */
+  newKey(tenant: string, requestId: string): string {
+    return `${tenant}/${new Date().toISOString().slice(0, 10)}/${requestId}-${randomBytes(16).toString('hex')}`;
+  }
+
+  createMultipart(key: string): Promise<string> {
+    return this.s3.initiateNewMultipartUpload(this.cfg.bucket, key, { 'Content-Type': 'application/octet-stream' });
+  }
+
+  async abortMultipart(key: string, uploadId: string): Promise<void> {
+    await this.s3.abortMultipartUpload(this.cfg.bucket, key, uploadId).catch(() => undefined);
+  }
+
+  presignPart(key: string, uploadId: string, part: number, expiresS: number): Promise<string> {
+    return this.signer.presignedUrl('PUT', this.cfg.bucket, key, expiresS, { partNumber: String(part), uploadId });
+  }
+
+  async completeMultipart(key: string, uploadId: string, parts: { part: number; etag: string }[]): Promise<number> {
+    await this.s3.completeMultipartUpload(this.cfg.bucket, key, uploadId, parts);
+    const stat = await this.s3.statObject(this.cfg.bucket, key);
+    return stat.size;
+  }
+
+  presignGet(key: string, expiresS: number): Promise<string> {
+    return this.signer.presignedGetObject(this.cfg.bucket, key, expiresS);
+  }
+
+  /** Deletes result objects older than the retention period. */
+  async sweep(): Promise<number> {
+    const cutoff = Date.now() - this.cfg.retentionS * 1000;
+    const old: string[] = [];
+    const stream = this.s3.listObjectsV2(this.cfg.bucket, '', true);
+    for await (const obj of stream as AsyncIterable<{ name?: string; lastModified?: Date }>) {
+      if (obj.name && obj.lastModified && obj.lastModified.getTime() < cutoff) old.push(obj.name);
+    }
+    for (let i = 0; i < old.length; i += 1000) await this.s3.removeObjects(this.cfg.bucket, old.slice(i, i + 1000));
+    if (old.length) this.log.info({ deleted: old.length }, 'retention sweep removed expired results');
+    return old.length;
+  }
+}
+
+/** Starts the embedded S3-compatible store (s3rver) for development and tests. */
+export async function startDevS3(dir: string, bucket: string): Promise<{ endpoint: string; close(): Promise<void> }> {
+  await mkdir(dir, { recursive: true });
+  const { default: S3rver } = await import('s3rver');
+  const server = new S3rver({
+    address: '127.0.0.1',
+    port: 0,
+    directory: dir,
+    silent: true,
+    resetOnClose: false,
+    configureBuckets: [{ name: bucket }],
+    vhostBuckets: false,
+    allowMismatchedSignatures: true,
+  });
+  const { port } = await server.run();
+  return { endpoint: `http://127.0.0.1:${port}`, close: () => server.close() };
+}

@@ -1,0 +1,249 @@
+// The router against the wire protocol, driven step by step by a bare protocol connector.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { request } from 'undici';
+import { xxh64 } from '../../src/protocol/checksum.js';
+import { zstdDecompress } from '../../src/protocol/codec.js';
+import { Stack, CHUNK } from '../helpers/stack.js';
+import { WireConnector } from '../helpers/wire.js';
+
+let s: Stack;
+let wire: WireConnector;
+
+before(async () => {
+  s = await Stack.start({
+    connector: false,
+    routerEnv: { RELAY_ACK_TIMEOUT_S: '1', RELAY_ATTEMPTS: '2', RELAY_BACKOFF_S: '0.1', RELAY_STREAM_WINDOW_CHUNKS: '4', RELAY_SYNC_LIMIT_BYTES: String(3 * CHUNK) },
+  });
+  wire = await new WireConnector(s.routerUrl, s.connectorToken).connect();
+});
+after(async () => {
+  wire?.close();
+  await s?.stop();
+});
+
+const client = (mode: string, body: unknown, key = s.clientKey, headers: Record<string, string> = {}) =>
+  request(`${s.routerUrl}/v1/datasets/request-${mode}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+
+async function errorOf(res: { statusCode: number; body: { json(): Promise<unknown> } }) {
+  const b = (await res.body.json()) as { status: string; error: { code: string; message: string }; request_id?: string };
+  assert.equal(b.status, 'error');
+  return { status: res.statusCode, code: b.error.code, message: b.error.message, requestId: b.request_id };
+}
+
+describe('event stream', () => {
+  test('hello first, with a spread retry and anti-buffering headers', async () => {
+    const res = await fetch(`${s.routerUrl}/v1/connectors/events`, { headers: { authorization: `Bearer ${s.connectorToken}` } });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type')!, /text\/event-stream/);
+    assert.equal(res.headers.get('cache-control'), 'no-cache, no-transform');
+    assert.equal(res.headers.get('x-accel-buffering'), 'no');
+    const text = await new Promise<string>((resolve) => {
+      const reader = res.body!.getReader();
+      void reader.read().then(({ value }) => {
+        void reader.cancel();
+        resolve(new TextDecoder().decode(value));
+      });
+    });
+    assert.match(text, /^retry: \d+\nevent: hello\ndata: \{"connector_id":"cc-28-aa-01","session_id":"s_[^"]+","heartbeat_s":30,"max_age_s":300\}\n\n/);
+    // That second stream replaced `wire`'s: reconnect it.
+    wire.close();
+    wire = await new WireConnector(s.routerUrl, s.connectorToken).connect();
+  });
+});
+
+describe('sync request, chunk by chunk', () => {
+  test('idempotent chunks, checksum and conflict errors, and a byte-identical answer', async () => {
+    const data = randomBytes(2 * CHUNK);
+    const text = Buffer.from('a,b\n'.repeat(CHUNK / 4));
+    const pending = client('sync', { connector: s.connectorId, dataset: 'x.bin' });
+    const { data: cmd } = await wire.command();
+    assert.equal(cmd.mode, 'sync');
+    assert.equal(cmd.dataset, 'x.bin');
+    assert.equal(cmd.format, 'raw');
+    assert.equal(cmd.chunk_size, CHUNK);
+    assert.equal(cmd.resume_from, 0);
+    assert.equal(cmd.compression, 'zstd');
+    const id = cmd.request_id;
+    assert.equal((await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 })).status, 204);
+    assert.equal((await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 })).status, 204, 'a repeated ack is harmless');
+    assert.equal((await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: 3 * CHUNK, total_chunks: 3 })).status, 204);
+    assert.equal((await wire.chunk(id, 1, data.subarray(CHUNK))).status, 201, 'out of order is fine');
+    assert.equal((await wire.chunk(id, 1, data.subarray(CHUNK))).status, 200, 'duplicate chunk');
+    const corrupt = await wire.chunk(id, 0, data.subarray(0, CHUNK), { checksum: '0123456789abcdef' });
+    assert.equal(corrupt.status, 422);
+    assert.equal(((await corrupt.json()) as { error: { code: string } }).error.code, 'CHECKSUM_MISMATCH');
+    assert.equal((await wire.chunk(id, 0, data.subarray(0, CHUNK))).status, 201);
+    const conflict = await wire.chunk(id, 0, randomBytes(CHUNK));
+    assert.equal(conflict.status, 409);
+    assert.equal((await wire.chunk(id, 2, text, { zstd: true })).status, 201);
+    const stale = await wire.chunk(id, 2, text, { attempt: 2 });
+    assert.equal(stale.status, 410, 'an attempt that is not current gets GONE');
+    const whole = Buffer.concat([data, text]);
+    const bad = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 3, bytes: whole.length, checksum: xxh64(whole) });
+    assert.equal(bad.status, 204);
+    assert.equal((await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 3, bytes: whole.length, checksum: xxh64(whole) })).status, 204, 'a repeated complete is harmless');
+    const res = await pending;
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['x-relay-request-id'], id);
+    assert.equal(res.headers['x-relay-checksum'], xxh64(whole));
+    assert.equal(res.headers['content-length'], String(whole.length));
+    assert.deepEqual(Buffer.from(await res.body.arrayBuffer()), whole);
+    assert.equal((await wire.chunk(id, 3, text)).status, 410, 'uploads after completion get GONE');
+    const st = (await (await fetch(`${s.routerUrl}/v1/requests/${id}`, { headers: { authorization: `Bearer ${s.clientKey}` } })).json()) as Record<string, unknown>;
+    assert.equal(st.status, 'complete');
+    assert.equal(st.checksum, xxh64(whole));
+    assert.equal(st.bytes, whole.length);
+    assert.equal(st.mode, 'sync');
+  });
+
+  test('a result over the sync limit fails with RESULT_TOO_LARGE', async () => {
+    const pending = client('sync', { connector: s.connectorId, dataset: 'big.bin' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    const init = await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: 10 * CHUNK, total_chunks: 10 });
+    assert.equal(init.status, 413);
+    const e = await errorOf(await pending);
+    assert.deepEqual([e.status, e.code, e.requestId], [413, 'RESULT_TOO_LARGE', id]);
+  });
+
+  test('a connector error reaches the client with its code', async () => {
+    const pending = client('sync', { connector: s.connectorId, dataset: 'missing.csv' });
+    const { data: cmd } = await wire.command();
+    await wire.post(`/v1/requests/${cmd.request_id}/ack`, { attempt: 1 });
+    const report = { attempt: 1, code: 'DATASET_NOT_FOUND', message: 'no such file: missing.csv' };
+    assert.equal((await wire.post(`/v1/requests/${cmd.request_id}/error`, report)).status, 204);
+    assert.equal((await wire.post(`/v1/requests/${cmd.request_id}/error`, report)).status, 204, 'a repeated error is harmless');
+    const e = await errorOf(await pending);
+    assert.deepEqual([e.status, e.code, e.message], [404, 'DATASET_NOT_FOUND', 'no such file: missing.csv']);
+  });
+});
+
+describe('Idempotency-Key', () => {
+  test('the same key names the same request: its error again, no second command; another mode is CONFLICT', async () => {
+    const key = { 'idempotency-key': `k-${Date.now()}` };
+    const pending = client('sync', { connector: s.connectorId, dataset: 'gone.csv' }, s.clientKey, key);
+    const { data: cmd } = await wire.command();
+    await wire.post(`/v1/requests/${cmd.request_id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${cmd.request_id}/error`, { attempt: 1, code: 'DATASET_NOT_FOUND', message: 'no such file: gone.csv' });
+    const first = await errorOf(await pending);
+    const again = await errorOf(await client('sync', { connector: s.connectorId, dataset: 'gone.csv' }, s.clientKey, key));
+    assert.deepEqual(again, first);
+    assert.equal(again.requestId, cmd.request_id);
+    await assert.rejects(wire.command(undefined, 1000), /no matching event/, 'no second command was sent');
+    const other = await errorOf(await client('offload', { connector: s.connectorId, dataset: 'gone.csv' }, s.clientKey, key));
+    assert.deepEqual([other.status, other.code], [409, 'CONFLICT']);
+  });
+});
+
+describe('stream request', () => {
+  test('zstd frames pass through to a client that accepts zstd; checksum in the trailer', async () => {
+    const a = Buffer.from('x,y\n'.repeat(CHUNK / 4));
+    const b = randomBytes(1000);
+    const pending = client('stream', { connector: s.connectorId, dataset: 'x.csv' }, s.clientKey, { 'accept-encoding': 'zstd' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'text/csv', total_bytes: null, total_chunks: null });
+    const res = await pending;
+    assert.equal(res.statusCode, 200, 'answers as soon as the result has started');
+    assert.equal(res.headers['content-encoding'], 'zstd');
+    assert.equal(res.headers['content-type'], 'text/csv');
+    assert.equal((await wire.chunk(id, 1, b)).status, 201);
+    assert.equal((await wire.chunk(id, 0, a, { zstd: true })).status, 201);
+    const whole = Buffer.concat([a, b]);
+    const bodyP = res.body.arrayBuffer();
+    assert.equal((await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 2, bytes: whole.length, checksum: xxh64(whole) })).status, 204);
+    const body = Buffer.from(await bodyP);
+    assert.ok(body.length < whole.length, 'compressed on the wire');
+    assert.deepEqual(await zstdDecompress(body), whole);
+    assert.equal(res.trailers['x-relay-checksum'], xxh64(whole));
+  });
+
+  test('a chunk far ahead of the window gets BACKPRESSURE with Retry-After', async () => {
+    const pending = client('stream', { connector: s.connectorId, dataset: 'y.bin' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream' });
+    const res = await wire.chunk(id, 10, randomBytes(100));
+    assert.equal(res.status, 503);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'BACKPRESSURE');
+    assert.ok(Number(res.headers.get('retry-after')) >= 1);
+    assert.ok(Number(res.headers.get('retry-after-ms')) > 0);
+    const cancel = await fetch(`${s.routerUrl}/v1/requests/${id}`, { method: 'DELETE', headers: { authorization: `Bearer ${s.clientKey}` } });
+    assert.equal(((await cancel.json()) as { status: string }).status, 'cancelled');
+    const ev = await wire.next((e) => e.event === 'cancel' && JSON.parse(e.data).request_id === id);
+    assert.ok(ev.id, 'cancel events carry an id');
+    assert.equal((await wire.chunk(id, 0, randomBytes(10))).status, 410, 'uploads after cancel get GONE');
+    (await pending).body.resume();
+  });
+});
+
+describe('delivery', () => {
+  test('a reconnecting connector gets every command not yet acknowledged', async () => {
+    const pending = client('sync', { connector: s.connectorId, dataset: 'z.txt', timeout_s: 30 });
+    const first = await wire.command();
+    wire.close();
+    wire = await new WireConnector(s.routerUrl, s.connectorToken).connect(first.id);
+    const again = await wire.command(first.data.request_id);
+    assert.equal(again.id, first.id, 'same event id');
+    const id = first.data.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    const body = Buffer.from('hello');
+    const res = await fetch(`${s.routerUrl}/v1/requests/${id}/result`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.connectorToken}`, 'x-relay-attempt': '1', 'x-relay-checksum': xxh64(body), 'x-relay-decoded-length': '5', 'x-relay-content-type': 'text/plain' },
+      body,
+    });
+    assert.equal(res.status, 204);
+    const answer = await pending;
+    assert.equal(answer.headers['content-type'], 'text/plain');
+    assert.equal(await answer.body.text(), 'hello');
+  });
+
+  test('an offline connector fails with CONNECTOR_OFFLINE after the retries', async () => {
+    wire.close();
+    await s.waitOnline(s.connectorId, false);
+    const t0 = Date.now();
+    const e = await errorOf(await client('sync', { connector: s.connectorId, dataset: 'a.csv' }));
+    assert.deepEqual([e.status, e.code], [503, 'CONNECTOR_OFFLINE']);
+    assert.ok(Date.now() - t0 >= 2000, 'waited for two ack timeouts');
+    wire = await new WireConnector(s.routerUrl, s.connectorToken).connect();
+  });
+});
+
+describe('who may do what', () => {
+  const body = () => ({ connector: s.connectorId, dataset: 'a.csv' });
+  test('no secret or an unknown one: 401', async () => {
+    const none = await request(`${s.routerUrl}/v1/datasets/request-sync`, { method: 'POST', body: JSON.stringify(body()) });
+    assert.deepEqual(Object.values(await errorOf(none)).slice(0, 2), [401, 'UNAUTHORIZED']);
+    assert.deepEqual(Object.values(await errorOf(await client('sync', body(), 'nope-nope-nope-nope'))).slice(0, 2), [401, 'UNAUTHORIZED']);
+    const ev = await fetch(`${s.routerUrl}/v1/connectors/events`, { headers: { authorization: 'Bearer wrong-token-wrong' } });
+    assert.equal(ev.status, 401);
+  });
+  test("another tenant's connector and an unknown connector: 404", async () => {
+    assert.deepEqual(Object.values(await errorOf(await client('sync', body(), s.otherClientKey))).slice(0, 2), [404, 'NOT_FOUND']);
+    assert.deepEqual(Object.values(await errorOf(await client('stream', { connector: 'no-such', dataset: 'a' }))).slice(0, 2), [404, 'NOT_FOUND']);
+  });
+  test('a client key on connector routes and a connector token on client routes: 403', async () => {
+    const ev = await fetch(`${s.routerUrl}/v1/connectors/events`, { headers: { authorization: `Bearer ${s.clientKey}` } });
+    assert.equal(ev.status, 403);
+    assert.deepEqual(Object.values(await errorOf(await client('sync', body(), s.connectorToken))).slice(0, 2), [403, 'FORBIDDEN']);
+  });
+  test('bad input gets BAD_REQUEST in the error format', async () => {
+    for (const b of [{}, { connector: s.connectorId }, { connector: s.connectorId, dataset: 'a', sql: 'select 1' }, { connector: s.connectorId, dataset: 'a', format: 'xml' }]) {
+      assert.deepEqual(Object.values(await errorOf(await client('sync', b))).slice(0, 2), [400, 'BAD_REQUEST']);
+    }
+    const notJson = await request(`${s.routerUrl}/v1/datasets/request-sync`, { method: 'POST', headers: { authorization: `Bearer ${s.clientKey}` }, body: '{nope' });
+    assert.deepEqual(Object.values(await errorOf(notJson)).slice(0, 2), [400, 'BAD_REQUEST']);
+    const route = await request(`${s.routerUrl}/v1/nothing`);
+    assert.deepEqual(Object.values(await errorOf(route)).slice(0, 2), [404, 'NOT_FOUND']);
+  });
+});

@@ -1,0 +1,173 @@
+// Test stack: real Redis (RELAY_REDIS_URL, started by scripts/test.sh), a real router process
+// with its embedded S3 store, real connector processes, all on loopback.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
+import { connectRedis, type Redis } from '../../src/router/redis.js';
+
+export const REPO = resolve(import.meta.dirname, '../../..');
+export const BIN = join(REPO, 'bin/relay.js');
+export const REDIS_URL = process.env.RELAY_REDIS_URL ?? 'redis://127.0.0.1:6390';
+export const CHUNK = 512 * 1024;
+
+export interface Proc {
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<number | null>;
+}
+
+export function run(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, RELAY_LOG_JSON: '1', RELAY_LOG_LEVEL: process.env.RELAY_TEST_LOG_LEVEL ?? 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  for (const s of [child.stdout!, child.stderr!]) createInterface({ input: s }).on('line', (l) => {
+    lines.push(l);
+    if (lines.length > 5000) lines.shift();
+    if (process.env.RELAY_TEST_VERBOSE) process.stderr.write(`[${args[0]}] ${l}\n`);
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return { child, lines, exited };
+}
+
+async function waitForLine(p: Proc, re: RegExp, ms: number): Promise<string> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const hit = p.lines.find((l) => re.test(l));
+    if (hit) return hit;
+    if (p.child.exitCode !== null) break;
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${re} in:\n${p.lines.slice(-30).join('\n')}`);
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface StackOptions {
+  routerEnv?: Record<string, string>;
+  connectorEnv?: Record<string, string>;
+  connector?: boolean;
+}
+
+export class Stack {
+  router!: Proc;
+  routerUrl!: string;
+  connector: Proc | null = null;
+  readonly tenant = 't1';
+  readonly connectorId = 'cc-28-aa-01';
+  readonly connectorToken = `ct_test_${randomBytes(8).toString('hex')}`;
+  readonly clientKey = `rk_test_${randomBytes(8).toString('hex')}`;
+  readonly otherClientKey = `rk_other_${randomBytes(8).toString('hex')}`;
+  readonly otherConnectorId = 'cc-28-bb-02';
+  readonly otherConnectorToken = `ct_other_${randomBytes(8).toString('hex')}`;
+  readonly adminToken = `admin_${randomBytes(12).toString('hex')}`;
+
+  private constructor(
+    readonly redis: Redis,
+    readonly dir: string,
+    readonly dataDir: string,
+    private readonly opts: StackOptions,
+  ) {}
+
+  static async start(opts: StackOptions = {}): Promise<Stack> {
+    const dir = await mkdtemp(join(tmpdir(), 'relay-test-'));
+    const dataDir = join(dir, 'data');
+    await mkdir(dataDir);
+    const redis = connectRedis(REDIS_URL, 'test');
+    await redis.flushdb();
+    const s = new Stack(redis, dir, dataDir, opts);
+    await addTenant(redis, s.tenant);
+    await addTenant(redis, 't2');
+    await addConnector(redis, s.tenant, s.connectorId, s.connectorToken);
+    await addClient(redis, s.tenant, s.clientKey);
+    await addClient(redis, 't2', s.otherClientKey);
+    await addConnector(redis, 't2', s.otherConnectorId, s.otherConnectorToken);
+    await s.startRouter();
+    if (opts.connector !== false) await s.startConnector();
+    return s;
+  }
+
+  async startRouter(): Promise<void> {
+    this.router = run(['router'], {
+      RELAY_PORT: '0',
+      RELAY_HOST: '127.0.0.1',
+      RELAY_REDIS_URL: REDIS_URL,
+      RELAY_S3_DIR: join(this.dir, 's3'),
+      RELAY_ADMIN_TOKEN: this.adminToken,
+      ...this.opts.routerEnv,
+    });
+    const line = await waitForLine(this.router, /router listening/, 20_000);
+    this.routerUrl = (JSON.parse(line) as { url: string }).url;
+  }
+
+  async startConnector(env: Record<string, string> = {}): Promise<Proc> {
+    const p = run(['connector', '--router', this.routerUrl, '--id', this.connectorId, '--token', this.connectorToken, '--data-dir', this.dataDir], {
+      ...this.opts.connectorEnv,
+      ...env,
+    });
+    this.connector = p;
+    await this.waitOnline(this.connectorId, true);
+    return p;
+  }
+
+  async killConnector(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.connector;
+    if (!p) return;
+    p.child.kill(signal);
+    await p.exited;
+    this.connector = null;
+  }
+
+  async waitOnline(id: string, online: boolean, ms = 15_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      const list = (await (await fetch(`${this.routerUrl}/v1/connectors`, { headers: { authorization: `Bearer ${this.adminToken}` } })).json()) as { connector_id: string; online: boolean }[];
+      if (list.find((c) => c.connector_id === id)?.online === online) return;
+      await sleep(100);
+    }
+    throw new Error(`connector ${id} did not become ${online ? 'online' : 'offline'}`);
+  }
+
+  async writeData(name: string, data: Buffer | string): Promise<Buffer> {
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    const path = join(this.dataDir, name);
+    await mkdir(join(path, '..'), { recursive: true });
+    await writeFile(path, buf);
+    return buf;
+  }
+
+  clientCfg(key = this.clientKey) {
+    return { routerUrl: this.routerUrl, apiKey: key };
+  }
+
+  async stop(): Promise<void> {
+    for (const p of [this.connector, this.router]) {
+      if (p && p.child.exitCode === null) {
+        p.child.kill('SIGTERM');
+        const t = setTimeout(() => p.child.kill('SIGKILL'), 5000);
+        await p.exited;
+        clearTimeout(t);
+      }
+    }
+    await this.redis.quit();
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A deterministic CSV of about `bytes` bytes. */
+export function csv(bytes: number): Buffer {
+  const rows: string[] = ['id,date,region,product,quantity,amount'];
+  let n = rows[0]!.length + 1;
+  const regions = ['north', 'south', 'east', 'west'];
+  for (let i = 1; n < bytes; i++) {
+    const row = `${i},2026-${String((i % 12) + 1).padStart(2, '0')}-${String((i % 28) + 1).padStart(2, '0')},${regions[i % 4]},p${i % 97},${i % 13},${((i * 7919) % 100000) / 100}`;
+    rows.push(row);
+    n += row.length + 1;
+  }
+  return Buffer.from(rows.join('\n') + '\n').subarray(0, bytes);
+}

@@ -1,0 +1,67 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Sink, ZstdDecoder, storedBlocks } from '../../src/client/body.js';
+import { rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
+import { collector } from './client-fake-router.js';
+
+test('storedBlocks: raw frames give their payload as views, compressed frames go to zstd', async () => {
+  const data = randomBytes(300_000); // three raw blocks
+  const frame = rawZstdFrame(data);
+  const parts = storedBlocks(frame)!;
+  assert.equal(parts.length, 3);
+  assert.ok(Buffer.concat(parts).equals(data));
+  assert.equal(parts[0]!.buffer, frame.buffer, 'no copy');
+  assert.deepEqual(storedBlocks(rawZstdFrame(Buffer.alloc(0))), []);
+  assert.equal(storedBlocks(await zstdCompress(Buffer.from('z'.repeat(100_000)))), null);
+  // A frame whose declared size disagrees with its blocks is left to the real decoder.
+  const lying = Buffer.from(frame);
+  lying.writeBigUInt64LE(5n, 5);
+  assert.equal(storedBlocks(lying), null);
+});
+
+test('ZstdDecoder: many frames fed byte-unaligned come out in order; skippable frames are ignored', async () => {
+  const pieces: Buffer[] = [];
+  const encoded: Buffer[] = [];
+  for (let i = 0; i < 40; i++) {
+    const p = i % 3 === 0 ? randomBytes(1000 + i * 997) : Buffer.from(`${i},`.repeat(5000 + i * 100));
+    pieces.push(p);
+    encoded.push(i % 3 === 0 ? rawZstdFrame(p) : await zstdCompress(p));
+    if (i === 7) {
+      const skippable = Buffer.alloc(8 + 5);
+      skippable.writeUInt32LE(0x184d2a53, 0);
+      skippable.writeUInt32LE(5, 4);
+      encoded.push(skippable);
+    }
+  }
+  const all = Buffer.concat(encoded);
+  const { out, data } = collector();
+  const sink = new Sink(out, null);
+  const dec = new ZstdDecoder(sink);
+  for (let o = 0; o < all.length; o += 3001) {
+    const w = dec.push(all.subarray(o, o + 3001));
+    if (w) await w;
+  }
+  await dec.end();
+  const expected = Buffer.concat(pieces);
+  assert.ok(data().equals(expected));
+  assert.equal(sink.checksum(), xxh64(expected));
+  assert.equal(sink.bytes, expected.length);
+});
+
+test('ZstdDecoder: a read full of tiny frames does not start them all while the output is stuck', async () => {
+  const zeros = await zstdCompress(Buffer.alloc(512 * 1024));
+  assert.ok(zeros.length < 1000);
+  const all = Buffer.concat(Array.from({ length: 1000 }, () => zeros)); // 500 MiB decoded
+  const { Writable } = await import('node:stream');
+  const stuck = new Writable({ highWaterMark: 1024, write: () => undefined });
+  const sink = new Sink(stuck, null);
+  const dec = new ZstdDecoder(sink, 4);
+  const p = dec.push(all);
+  p?.catch(() => undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  const pending = (dec as unknown as { pending: unknown[] }).pending.length;
+  assert.ok(pending <= 4, `${pending} frames decoded or decoding at once`);
+  assert.equal(sink.bytes, 512 * 1024);
+  stuck.destroy();
+});

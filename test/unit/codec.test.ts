@@ -1,0 +1,56 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { encodeChunk, decodeChunk, rawZstdFrame, zstdDecompress, zstdCompress, ZstdFrameSplitter } from '../../src/protocol/codec.js';
+import { xxh64, Xxh64Stream } from '../../src/protocol/checksum.js';
+
+test('xxh64 matches the reference value and the streaming form', () => {
+  // Reference: xxh64("", seed 0) = ef46db3751d8e999
+  assert.equal(xxh64(new Uint8Array()), 'ef46db3751d8e999');
+  const data = randomBytes(100_000);
+  assert.equal(new Xxh64Stream().update(data.subarray(0, 7)).update(data.subarray(7)).digest(), xxh64(data));
+});
+
+test('encodeChunk compresses text and keeps random bytes raw', async () => {
+  const text = Buffer.from('id,name,amount\n'.repeat(10_000));
+  const z = await encodeChunk(text, { compression: true });
+  assert.equal(z.encoding, 'zstd');
+  assert.ok(z.body.length < text.length);
+  assert.equal(z.checksum, xxh64(z.body));
+  assert.deepEqual(await decodeChunk(z.body, 'zstd', text.length), text);
+  const rnd = randomBytes(4096);
+  const r = await encodeChunk(rnd, { compression: true });
+  assert.equal(r.encoding, 'identity');
+  assert.equal(r.body, rnd);
+  await assert.rejects(decodeChunk(z.body, 'zstd', 5), /decoded/);
+});
+
+test('rawZstdFrame is a valid zstd frame for empty, small and multi-block inputs', async () => {
+  for (const n of [0, 1, 131072, 131073, 600_000]) {
+    const data = randomBytes(n);
+    assert.deepEqual(await zstdDecompress(rawZstdFrame(data)), data, `size ${n}`);
+  }
+});
+
+test('ZstdFrameSplitter cuts concatenated frames fed in arbitrary pieces', async () => {
+  const inputs = [Buffer.from('a'.repeat(300_000)), randomBytes(200_000), Buffer.alloc(0), Buffer.from('hello')];
+  const frames = [
+    await zstdCompress(inputs[0]!),
+    rawZstdFrame(inputs[1]!),
+    rawZstdFrame(inputs[2]!),
+    await zstdCompress(inputs[3]!),
+  ];
+  const stream = Buffer.concat(frames);
+  for (const piece of [1, 7, 1000, 65536, stream.length]) {
+    const s = new ZstdFrameSplitter();
+    const out: Buffer[] = [];
+    for (let i = 0; i < stream.length; i += piece) out.push(...s.push(stream.subarray(i, i + piece)));
+    s.end();
+    assert.equal(out.length, frames.length, `piece ${piece}`);
+    out.forEach((f, i) => assert.deepEqual(f, frames[i]));
+  }
+  const s = new ZstdFrameSplitter();
+  s.push(stream.subarray(0, 100));
+  assert.throws(() => s.end(), /truncated/);
+  assert.throws(() => new ZstdFrameSplitter().push(Buffer.from('not zstd at all')), /magic/);
+});

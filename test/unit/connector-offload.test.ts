@@ -1,0 +1,203 @@
+import { test, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import { xxh64 } from '../../src/protocol/checksum.js';
+import { zstdDecompress } from '../../src/protocol/codec.js';
+import { RelayError } from '../../src/protocol/errors.js';
+import { MIN_PART_SIZE, type Command } from '../../src/protocol/wire.js';
+import type { UploadContext } from '../../src/connector/context.js';
+import { RouterHttp } from '../../src/connector/http.js';
+import { PartPacker, offloadResult, zstdFrameOf } from '../../src/connector/offload.js';
+import { UPLOAD_RETRY } from '../../src/connector/retry.js';
+import { resolveDataset } from '../../src/connector/sandbox.js';
+import { FileSource } from '../../src/connector/sources/file.js';
+import { FakeRouter } from './connector-fake-router.js';
+
+test('PartPacker: parts of exactly part_size, the last shorter, concatenation intact', () => {
+  const p = new PartPacker(10);
+  const input = randomBytes(37);
+  const parts: Buffer[] = [];
+  for (const piece of [input.subarray(0, 3), input.subarray(3, 25), input.subarray(25, 25), input.subarray(25)]) parts.push(...p.push(piece));
+  const last = p.end();
+  assert.ok(last);
+  parts.push(last);
+  assert.deepEqual(parts.map((x) => x.length), [10, 10, 10, 7]);
+  assert.deepEqual(Buffer.concat(parts), input);
+  assert.equal(p.parts, 4);
+});
+
+test('PartPacker: an exact multiple has no extra part; nothing at all is one empty part', () => {
+  const p = new PartPacker(4);
+  assert.equal([...p.push(Buffer.alloc(8, 1))].length, 2);
+  assert.equal(p.end(), null);
+  const empty = new PartPacker(4);
+  const only = empty.end();
+  assert.ok(only);
+  assert.equal(only.length, 0);
+  assert.equal(empty.parts, 1);
+});
+
+test('PartPacker: a frame larger than a part yields several parts, one at a time', () => {
+  const p = new PartPacker(3);
+  const gen = p.push(Buffer.from('abcdefgh'));
+  const first = gen.next();
+  assert.equal(first.value?.toString(), 'abc');
+  // The next part is not built until asked for: the caller bounds memory by pausing here.
+  assert.equal(p.parts, 1);
+  assert.equal(gen.next().value?.toString(), 'def');
+  assert.equal(gen.next().done, true);
+  assert.equal(p.end()?.toString(), 'gh');
+});
+
+test('zstdFrameOf: compressible chunks compress, others are wrapped as raw frames; both decode', async () => {
+  const text = Buffer.from('hello world '.repeat(1000));
+  const rnd = randomBytes(5000);
+  const a = await zstdFrameOf(text, 1);
+  const b = await zstdFrameOf(rnd, 1);
+  assert.ok(a.length < text.length);
+  assert.ok(b.length > rnd.length, 'raw frame = data + a few header bytes');
+  assert.deepEqual(await zstdDecompress(Buffer.concat([a, b])), Buffer.concat([text, rnd]));
+});
+
+// ---- the flow against a fake router and object store ----------------------------------
+
+const log = pino({ level: 'silent' });
+const FAST = { ...UPLOAD_RETRY, baseMs: 5, maxMs: 20 };
+let router: FakeRouter;
+let http: RouterHttp;
+let dir: string;
+
+before(async () => {
+  router = await new FakeRouter().start();
+  http = new RouterHttp({ routerUrl: router.url, token: 'tok-123', connections: 8 });
+  dir = await mkdtemp(path.join(tmpdir(), 'relay-offload-'));
+});
+after(async () => {
+  await http.destroy();
+  await router.close();
+  await rm(dir, { recursive: true, force: true });
+});
+beforeEach(() => router.reset());
+
+function command(over: Partial<Command> = {}): Command {
+  return {
+    request_id: `r_${randomBytes(6).toString('hex')}`,
+    attempt: 1,
+    mode: 'offload',
+    dataset: 'x',
+    format: 'raw',
+    chunk_size: 512 * 1024,
+    compression: 'zstd',
+    resume_from: 0,
+    deadline: new Date(Date.now() + 60_000).toISOString(),
+    offload: { upload_id: 'up-1', key: 'results/x', part_size: MIN_PART_SIZE },
+    ...over,
+  };
+}
+
+async function offload(data: Buffer, cmd: Command, parallel = 4) {
+  const name = `${cmd.request_id}.bin`;
+  await writeFile(path.join(dir, name), data);
+  const source = await FileSource.open(await resolveDataset(dir, name), cmd.chunk_size);
+  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, parallel, renew() {} };
+  try {
+    return await offloadResult(ctx, source);
+  } finally {
+    await source.close();
+  }
+}
+
+function object(): Buffer {
+  return Buffer.concat([...router.parts.entries()].sort(([a], [b]) => a - b).map(([, b]) => b));
+}
+
+test('offload: parts of part_size to presigned URLs, ETags kept, one valid zstd stream', async () => {
+  const data = randomBytes(12 * 1024 * 1024 + 1234); // incompressible: every chunk becomes a raw frame
+  const cmd = command();
+  let inFlight = 0;
+  let peak = 0;
+  router.faults.push(async (r) => {
+    if (r.method !== 'PUT') return undefined;
+    inFlight += 1;
+    peak = Math.max(peak, inFlight);
+    await new Promise((ok) => setTimeout(ok, 30));
+    inFlight -= 1;
+    return undefined;
+  });
+  const summary = await offload(data, cmd, 2);
+  assert.ok(peak <= 2, `at most 2 PUTs in flight, saw ${peak}`);
+  const puts = router.find((r) => r.method === 'PUT');
+  assert.equal(puts.length, 3);
+  assert.ok(puts.every((p) => p.headers.authorization === undefined), 'the router token never goes to the object store');
+  const sizes = [...router.parts.entries()].sort(([a], [b]) => a - b).map(([, b]) => b.length);
+  assert.deepEqual(sizes.slice(0, 2), [MIN_PART_SIZE, MIN_PART_SIZE]);
+  assert.deepEqual(await zstdDecompress(object()), data);
+
+  const asks = router.find((r) => r.path.endsWith('/offload/parts'));
+  assert.equal(asks.length, 1, 'one batch covers three parts');
+  assert.deepEqual(asks[0]!.json.parts.slice(0, 3), [1, 2, 3]);
+  const complete = router.find((r) => r.path.endsWith('/offload/complete'));
+  assert.equal(complete.length, 1);
+  const body = complete[0]!.json;
+  assert.equal(body.attempt, 1);
+  assert.equal(body.bytes, data.length);
+  assert.equal(body.checksum, xxh64(data));
+  assert.equal(body.content_encoding, 'zstd');
+  assert.deepEqual(
+    body.parts.map((p: { part: number }) => p.part),
+    [1, 2, 3],
+  );
+  for (const p of body.parts as { part: number; etag: string }[]) assert.equal(p.etag, `"etag-${p.part}-${xxh64(router.parts.get(p.part)!)}"`, 'ETag as sent, quotes included');
+  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data) });
+});
+
+test('offload: compressible data shrinks into one part', async () => {
+  const data = Buffer.from('id,region,amount\n1,north,10.5\n'.repeat(300_000));
+  await offload(data, command());
+  assert.equal(router.parts.size, 1);
+  assert.ok(router.parts.get(1)!.length < data.length / 10);
+  assert.deepEqual(await zstdDecompress(object()), data);
+});
+
+test('offload: compression none stores the bytes as they are', async () => {
+  const data = Buffer.from('plain '.repeat(2_000_000));
+  await offload(data, command({ compression: 'none' }));
+  assert.deepEqual(object(), data);
+  assert.equal(router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json.content_encoding, 'identity');
+});
+
+test('offload: an empty result is one part, still a valid zstd stream', async () => {
+  await offload(Buffer.alloc(0), command());
+  assert.equal(router.parts.size, 1);
+  assert.deepEqual(await zstdDecompress(object()), Buffer.alloc(0));
+  const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
+  assert.deepEqual({ parts: body.parts.length, bytes: body.bytes, checksum: body.checksum }, { parts: 1, bytes: 0, checksum: xxh64(Buffer.alloc(0)) });
+
+  await offload(Buffer.alloc(0), command({ compression: 'none' }));
+  assert.equal(router.parts.get(1)!.length, 0, 'identity: one empty part');
+});
+
+test('offload: a 403 (expired URL) asks for a new URL; a 500 is retried', async () => {
+  const data = randomBytes(6 * 1024 * 1024);
+  router.faults.push((r, n) => (r.method === 'PUT' && r.path.endsWith('/part/2') && n === 1 ? { status: 403, body: '<Error><Code>AccessDenied</Code></Error>' } : undefined));
+  router.faults.push((r, n) => (r.method === 'PUT' && r.path.endsWith('/part/1') && n === 1 ? { status: 500, body: '<Error><Code>InternalError</Code></Error>' } : undefined));
+  await offload(data, command());
+  const asks = router.find((r) => r.path.endsWith('/offload/parts'));
+  assert.equal(asks.length, 2);
+  assert.ok(asks[1]!.json.parts.includes(2), 'asked again for part 2');
+  assert.equal(router.find((r) => r.method === 'PUT' && r.path.endsWith('/part/1')).length, 2);
+  assert.deepEqual(await zstdDecompress(object()), data);
+});
+
+test('offload: GONE from the router stops; a missing offload section is BAD_REQUEST', async () => {
+  router.faults.push((r) => (r.path.endsWith('/offload/parts') ? { status: 410, body: { status: 'error', error: { code: 'GONE', message: 'cancelled' } } } : undefined));
+  await assert.rejects(offload(randomBytes(1000), command()), (e: RelayError) => e.code === 'GONE');
+  assert.equal(router.find((r) => r.method === 'PUT').length, 0);
+  const cmd = command();
+  delete cmd.offload;
+  await assert.rejects(offload(randomBytes(10), cmd), (e: RelayError) => e.code === 'BAD_REQUEST');
+});
