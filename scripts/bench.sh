@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `npm run bench [-- ARGS]`: installs/builds what is missing, makes sure a Redis is there, then
-# runs dist/bench/run.js ARGS (compiled from bench/run.ts). The Redis this script started is
-# stopped on exit.
+# runs dist/bench/run.js ARGS (compiled from bench/run.ts). `npm run soak` runs bench/soak.ts
+# the same way (RELAY_BENCH_ENTRY=soak). The Redis this script started is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,12 +13,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 ensure_node_deps
-if [ ! -f dist/bench/run.js ]; then
-  echo "no benchmarks yet"
-  exit 0
-fi
+entry="dist/bench/${RELAY_BENCH_ENTRY:-run}.js"
+[ -f "$entry" ] || { echo "bench: $entry is missing (npm run build)" >&2; exit 2; }
 ensure_redis
 
 status=0
-node dist/bench/run.js "$@" || status=$?
+node "$entry" "$@" || status=$?
 exit "$status"

@@ -35,7 +35,7 @@ for arg in "$@"; do
   esac
 done
 if [ ${#targets[@]} -eq 0 ]; then
-  for d in dist/test/unit dist/test/integration dist/test/e2e; do
+  for d in dist/test/unit dist/test/integration dist/test/e2e dist/test/faults; do
     [ -d "$d" ] && targets+=("$d")
   done
 fi

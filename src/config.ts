@@ -1,7 +1,8 @@
 // The one place configuration is read: command-line flags override RELAY_* environment
 // variables, which override defaults. Everything is validated at start-up and a bad value
 // fails with one message naming the variable.
-import { networkInterfaces } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { z } from 'zod';
 
 type Flags = Record<string, unknown>;
@@ -69,6 +70,8 @@ const routerSettings = {
   heartbeatS: { env: 'RELAY_HEARTBEAT_S', schema: num(0.1, 3600), default: 30 },
   streamMaxAgeS: { env: 'RELAY_STREAM_MAX_AGE_S', schema: num(1, 86_400), default: 300 },
   syncLimitBytes: { env: 'RELAY_SYNC_LIMIT_BYTES', schema: int(0), default: 256 * MiB },
+  syncMemoryBytes: { env: 'RELAY_SYNC_MEMORY_BYTES', schema: int(0), default: 64 * MiB },
+  spillDir: { env: 'RELAY_SPILL_DIR', schema: z.string().min(1), default: join(tmpdir(), 'relay-spill') },
   streamWindowChunks: { env: 'RELAY_STREAM_WINDOW_CHUNKS', schema: int(1, 1024), default: 16 },
   chunkSize: { env: 'RELAY_CHUNK_SIZE', schema: int(1024, 8 * MiB), default: 512 * 1024 },
   compression: { env: 'RELAY_COMPRESSION', schema: z.enum(['zstd', 'none']), default: 'zstd' as 'zstd' | 'none' },
@@ -78,6 +81,8 @@ const routerSettings = {
   getUrlTtlS: { env: 'RELAY_GET_URL_TTL_S', schema: int(1, 7 * 86_400), default: 3600 },
   requestTtlS: { env: 'RELAY_REQUEST_TTL_S', schema: int(60), default: 86_400 },
   defaultTimeoutS: { env: 'RELAY_DEFAULT_TIMEOUT_S', schema: num(1, 86_400), default: 300 },
+  reattachGraceS: { env: 'RELAY_REATTACH_GRACE_S', schema: num(0, 3600), default: 15 },
+  shutdownGraceS: { env: 'RELAY_SHUTDOWN_GRACE_S', schema: num(0, 3600), default: 20 },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
 } satisfies Record<string, Setting<unknown>>;
 

@@ -61,9 +61,10 @@ ensure_redis() {
       return 1
     fi
     echo "redis: starting redis-server on 127.0.0.1:$port (data in $dir)" >&2
+    # The server must not inherit the lock's descriptor: it would hold the lock for its lifetime.
     if ! redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
         --dir "$dir" --logfile "$log" --pidfile "$dir/redis.pid" \
-        --appendonly yes --maxmemory-policy noeviction --save ''; then
+        --appendonly yes --maxmemory-policy noeviction --save '' {_relay_redis_lock}>&-; then
       echo "redis: redis-server failed to start; last lines of $log:" >&2
       tail -n 20 "$log" >&2 2>/dev/null || true
       exec {_relay_redis_lock}>&-

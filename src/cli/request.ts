@@ -151,6 +151,10 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
     onRequestId: (id) => {
       requestId = id;
     },
+    onRetry: (err, n, delayMs) => {
+      progress?.stop();
+      io.stderr.write(`relay: ${err.message}; retrying with the same request in ${(delayMs / 1000).toFixed(1)} s (retry ${n})\n`);
+    },
   };
 
   try {

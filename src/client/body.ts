@@ -36,9 +36,40 @@ export class Sink {
     out.on('error', this.onError);
   }
 
+  /** Set by replay(): the first bytes of a retried answer, compared instead of written again. */
+  private replayed: { bytes: number; seen: number; hash: Xxh64Stream; expected: string } | null = null;
+
+  /**
+   * The answer was lost after `bytes` bytes and is asked for again: the retry starts from
+   * byte 0, so its first `bytes` bytes are checked against what was written, not rewritten.
+   */
+  replay(): void {
+    if (this.replayed && this.replayed.seen < this.replayed.bytes) {
+      // Lost again inside the replayed prefix: start that comparison over.
+      this.replayed = { ...this.replayed, seen: 0, hash: new Xxh64Stream() };
+      return;
+    }
+    this.replayed = this.bytes > 0 ? { bytes: this.bytes, seen: 0, hash: new Xxh64Stream(), expected: this.hash.digest() } : null;
+  }
+
+  private skipReplayed(buf: Buffer): Buffer {
+    const r = this.replayed!;
+    const n = Math.min(buf.length, r.bytes - r.seen);
+    r.hash.update(buf.subarray(0, n));
+    r.seen += n;
+    if (r.seen === r.bytes) {
+      this.replayed = null;
+      if (r.hash.digest() !== r.expected) {
+        throw new RelayError('CHECKSUM_MISMATCH', `the retried answer's first ${r.bytes} bytes differ from those already written`);
+      }
+    }
+    return buf.subarray(n);
+  }
+
   /** Returns a promise only when `out` asked us to wait, so the fast path allocates none. */
   write(buf: Buffer): Promise<void> | undefined {
     if (this.failure) throw this.failure;
+    if (this.replayed) buf = this.skipReplayed(buf);
     if (buf.length === 0) return undefined;
     this.hash.update(buf);
     this.bytes += buf.length;

@@ -3,7 +3,7 @@
 import type { ClientConfig } from '../config.js';
 import { HEADERS, RelayError, type ClientRequest, type Mode } from '../protocol/index.js';
 import { DecodeError, OutputError, type ProgressFn, type Sink } from './body.js';
-import { abortedError, callRouter, describe, errorFromResponse, header, waitMs, type Response } from './http.js';
+import { abortedError, callRouter, ConnectionLost, describe, errorFromResponse, header, waitMs, type Response } from './http.js';
 import { settledStatus, statusError } from './status.js';
 
 export interface RequestOptions {
@@ -14,6 +14,10 @@ export interface RequestOptions {
   idempotencyKey?: string;
   /** Called once the router has named the request (lets a caller cancel it). */
   onRequestId?: (id: string) => void;
+  /** false: fail at once when the connection to the router is lost (default: retry ~30 s). */
+  retry?: boolean;
+  /** Called before each retry after a lost connection. */
+  onRetry?: (err: RelayError, retry: number, delayMs: number) => void;
 }
 
 export interface RequestResult {
@@ -83,8 +87,11 @@ export async function failureAfterStart(
   if (err instanceof DecodeError) {
     return new RelayError('CHECKSUM_MISMATCH', `${err.message} (after ${sink.bytes} decoded bytes)`, { requestId, cause: err });
   }
-  const code = status?.status === 'failed' ? 'CONNECTOR_ERROR' : 'INTERNAL';
-  return new RelayError(code, `${what} truncated after ${sink.bytes} bytes (${describe(err)})`, { requestId, cause: err });
+  const message = `${what} truncated after ${sink.bytes} bytes (${describe(err)})`;
+  if (status?.status === 'failed') return new RelayError('CONNECTOR_ERROR', message, { requestId, cause: err });
+  // The request is still alive (or the router is unreachable): a retry can re-attach to it.
+  if (!status || status.status !== 'complete') return new ConnectionLost(message, { requestId, cause: err });
+  return new RelayError('INTERNAL', message, { requestId, cause: err });
 }
 
 /** The checksum for a body that came without one: the request's status once complete. */
@@ -110,4 +117,27 @@ export function verify(requestId: string, actual: string, bytes: number, expecte
 
 export function elapsed(start: bigint): number {
   return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** Retries after a lost connection (same Idempotency-Key): 0.5 s doubling to 8 s, ~30 s in all. */
+const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000];
+
+/**
+ * Runs one try of a sync or stream request, and again while the connection to the router is
+ * lost (router restart, dropped link) — only with an Idempotency-Key, so the router hands back
+ * the same request rather than starting a second one. The sink carries over: bytes already
+ * written are compared, not written twice.
+ */
+export async function withReconnects<T>(opts: RequestOptions, sink: Sink, once: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await once();
+    } catch (err) {
+      const delay = RETRY_DELAYS_MS[i];
+      if (!(err instanceof ConnectionLost) || !opts.idempotencyKey || opts.retry === false || delay === undefined || opts.signal?.aborted) throw err;
+      opts.onRetry?.(err, i + 1, delay);
+      sink.replay();
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

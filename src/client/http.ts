@@ -80,6 +80,16 @@ async function send(url: URL | string, method: Dispatcher.HttpMethod, headers: R
   }
 }
 
+/**
+ * The connection to the router broke (refused, reset, cut mid-body) while the request may
+ * still be alive: a retry with the same Idempotency-Key can pick it up again.
+ */
+export class ConnectionLost extends RelayError {
+  constructor(message: string, opts: { requestId?: string; cause?: unknown } = {}) {
+    super('INTERNAL', message, opts);
+  }
+}
+
 export function abortedError(cause?: unknown): RelayError {
   return new RelayError('INTERNAL', 'cancelled', { cause });
 }
@@ -92,7 +102,7 @@ export function networkError(err: unknown, where: string, signal?: AbortSignal):
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return new RelayError('TIMEOUT', `no answer from the ${where} in time (${code})`, { cause: err });
   }
-  return new RelayError('INTERNAL', `cannot reach ${where}: ${describe(err)}`, { cause: err });
+  return new ConnectionLost(`cannot reach ${where}: ${describe(err)}`, { cause: err });
 }
 
 export function describe(err: unknown): string {

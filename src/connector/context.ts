@@ -25,6 +25,10 @@ export interface ResultSummary {
   chunks: number;
   /** xxh64 of the whole decoded result. */
   checksum: string;
+  /** Chunks uploaded by this attempt (the rest were stored by an earlier one: resume_from). */
+  sentChunks?: number;
+  /** Decoded bytes uploaded by this attempt. */
+  sentBytes?: number;
 }
 
 export function requestPath(requestId: string): string {

@@ -53,7 +53,7 @@ async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: st
     onRetry: retryLogger(ctx),
   });
   ctx.renew();
-  return { bytes: decoded.length, chunks: 1, checksum: new Xxh64Stream().update(decoded).digest() };
+  return { bytes: decoded.length, chunks: 1, checksum: new Xxh64Stream().update(decoded).digest(), sentChunks: 1, sentBytes: decoded.length };
 }
 
 async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: Buffer[], it: AsyncIterator<Buffer>, contentType: string): Promise<ResultSummary> {
@@ -73,6 +73,8 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
   const inflight = new InFlight(ctx.parallel, signal);
   let index = 0;
   let bytes = 0;
+  let sentChunks = 0;
+  let sentBytes = 0;
   try {
     for (;;) {
       let decoded: Buffer;
@@ -87,6 +89,8 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
       bytes += decoded.length;
       const i = index++;
       if (i < cmd.resume_from) continue;
+      sentChunks++;
+      sentBytes += decoded.length;
       await inflight.slot();
       inflight.launch((s) => sendChunk(ctx, i, decoded, s));
     }
@@ -105,7 +109,7 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
     onRetry: retryLogger(ctx),
   });
   ctx.renew();
-  return summary;
+  return { ...summary, sentChunks, sentBytes };
 }
 
 async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal): Promise<void> {

@@ -12,6 +12,7 @@ import type { Metrics } from './metrics.js';
 import type { Redis } from './redis.js';
 import type { Requests } from './requests.js';
 import type { Sinks } from './results.js';
+import type { SyncSpill } from './spill.js';
 import type { Storage } from './storage.js';
 
 export interface RouterDeps {
@@ -24,6 +25,8 @@ export interface RouterDeps {
   hub: Hub;
   dispatcher: Dispatcher;
   sinks: Sinks;
+  /** The memory budget and spill files that sync results share. */
+  spill: SyncSpill;
   storage: Storage;
   metrics: Metrics;
   log: Logger;

@@ -57,18 +57,21 @@ export class Dispatcher {
       concurrency: this.cfg.concurrency,
       lockDuration: 30_000,
       stalledInterval: 15_000,
+      // A router that stops or dies leaves its jobs stalled; another instance adopts them.
+      // Restarts must not use up a request's chances.
+      maxStalledCount: 5,
     });
     this.worker.on('error', (err) => this.log.error({ err }, 'dispatch worker error'));
     this.depthTimer = setInterval(() => void this.sampleDepth(), 5000);
     this.depthTimer.unref();
   }
 
-  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'>): Promise<void> {
+  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'>, jobId = rec.id): Promise<void> {
     await this.queue.add(
       'request',
       { requestId: rec.id, connector: rec.connector, tenant: rec.tenant, mode: rec.mode },
       {
-        jobId: rec.id,
+        jobId,
         attempts: this.cfg.attempts,
         backoff: { type: 'exponential', delay: this.cfg.backoffS * 1000 },
         removeOnComplete: { age: 3600, count: 10_000 },
@@ -93,28 +96,24 @@ export class Dispatcher {
     if (TERMINAL.includes(rec.status)) return this.ended(rec);
     if (Date.now() >= rec.deadline) return this.giveUp(rec, new RelayError('TIMEOUT', `deadline passed before attempt ${rec.attempt + 1}`, { requestId: id }));
 
-    const attempt = rec.attempt + 1;
-    const resumeFrom = await this.requests.newAttempt(id, attempt);
-    if (resumeFrom === null) return this.ended((await this.requests.get(id)) ?? rec);
-    const cmd: Command = {
-      request_id: id,
-      attempt,
-      mode: rec.mode,
-      ...(rec.spec.dataset !== undefined ? { dataset: rec.spec.dataset } : {}),
-      ...(rec.spec.sql !== undefined ? { sql: rec.spec.sql, database: rec.spec.database } : {}),
-      format: rec.spec.format,
-      chunk_size: this.cfg.chunkSize,
-      compression: this.cfg.compression,
+    // A request whose current attempt is alive (lease fresh) is adopted, not sent again: that is
+    // a job picked up after its router stopped, or an attempt a re-attached client started.
+    const leaseS = rec.ackedAttempt >= rec.attempt ? this.cfg.progressTimeoutS : this.cfg.ackTimeoutS;
+    const alive = rec.attempt > 0 && Date.now() - rec.leaseAt < leaseS * 1000;
+    let attempt = rec.attempt;
+    if (alive) {
+      this.log.info({ request: id, connector: rec.connector, attempt }, 'adopting the running attempt');
+    } else {
+      attempt = rec.attempt + 1;
+      const resumeFrom = await this.requests.newAttempt(id, attempt);
+      if (resumeFrom === null) return this.ended((await this.requests.get(id)) ?? rec);
       // Offload parts are not tracked across attempts, so an offload starts over.
-      resume_from: rec.mode === 'offload' ? 0 : resumeFrom,
-      deadline: new Date(rec.deadline).toISOString(),
-      ...(rec.offload ? { offload: { upload_id: rec.offload.uploadId, key: rec.offload.key, part_size: rec.offload.partSize } } : {}),
-    };
-    await this.redis.multi().sadd(keys.inFlight(rec.connector), id).expire(keys.inFlight(rec.connector), 86_400).exec();
-    await this.commands.sendCommand(rec.connector, cmd);
-    this.metrics.commandsDispatched.inc();
-    await job.updateProgress({ attempt, resume_from: cmd.resume_from }).catch(() => undefined);
-    this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
+      const cmd = this.command(rec, attempt, rec.mode === 'offload' ? 0 : resumeFrom);
+      await this.send(rec, cmd);
+      if (attempt > 1) this.metrics.commandsRedelivered.inc();
+      await job.updateProgress({ attempt, resume_from: cmd.resume_from }).catch(() => undefined);
+      this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
+    }
 
     const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     const ackDeadline = Math.min(rec.deadline, Date.now() + this.cfg.ackTimeoutS * 1000);
@@ -122,7 +121,7 @@ export class Dispatcher {
       const r = await this.requests.get(id);
       return !r || TERMINAL.includes(r.status) || r.attempt !== attempt || r.ackedAttempt >= attempt ? r ?? rec : null;
     }, ackDeadline);
-    if (!acked) {
+    if (!acked && !alive) {
       const online = await isOnline(this.redis, rec.connector);
       const err = online
         ? new RelayError('TIMEOUT', `connector ${rec.connector} did not acknowledge attempt ${attempt} within ${this.cfg.ackTimeoutS} s`, { requestId: id })
@@ -135,7 +134,11 @@ export class Dispatcher {
     for (;;) {
       const r = await this.requests.get(id);
       if (!r || TERMINAL.includes(r.status)) return this.ended(r ?? rec);
-      if (r.attempt !== attempt) return 'superseded';
+      // A newer attempt (a re-attached client restarted the transfer): watch that one.
+      if (r.attempt !== attempt) {
+        attempt = r.attempt;
+        continue;
+      }
       const leaseEnd = r.leaseAt + this.cfg.progressTimeoutS * 1000;
       const now = Date.now();
       if (now >= r.deadline) return this.giveUp(r, new RelayError('TIMEOUT', `request did not finish within its timeout`, { requestId: id }));
@@ -151,6 +154,47 @@ export class Dispatcher {
     }
   }
 
+  private command(rec: RequestRecord, attempt: number, resumeFrom: number): Command {
+    return {
+      request_id: rec.id,
+      attempt,
+      mode: rec.mode,
+      ...(rec.spec.dataset !== undefined ? { dataset: rec.spec.dataset } : {}),
+      ...(rec.spec.sql !== undefined ? { sql: rec.spec.sql, database: rec.spec.database } : {}),
+      format: rec.spec.format,
+      chunk_size: this.cfg.chunkSize,
+      compression: this.cfg.compression,
+      resume_from: resumeFrom,
+      deadline: new Date(rec.deadline).toISOString(),
+      ...(rec.offload ? { offload: { upload_id: rec.offload.uploadId, key: rec.offload.key, part_size: rec.offload.partSize } } : {}),
+    };
+  }
+
+  private async send(rec: RequestRecord, cmd: Command): Promise<void> {
+    await this.redis.multi().sadd(keys.inFlight(rec.connector), rec.id).expire(keys.inFlight(rec.connector), 86_400).exec();
+    await this.commands.sendCommand(rec.connector, cmd);
+    this.metrics.commandsDispatched.inc();
+  }
+
+  /**
+   * A client re-attached (same Idempotency-Key) to a sync or stream request whose bytes went
+   * to an answer that is gone: start a new attempt from chunk 0 now. The job that owns the
+   * request follows the new attempt. Returns false if the request has ended.
+   */
+  async restartFromZero(id: string): Promise<boolean> {
+    const restarted = await this.requests.restart(id);
+    if (restarted === null) return false;
+    const { attempt, wasComplete } = restarted;
+    const rec = await this.requests.get(id);
+    if (!rec) return false;
+    // The job of a completed request is over: a new one watches this attempt (and retries it).
+    if (wasComplete) await this.enqueue(rec, `${id}.${attempt}`);
+    await this.send(rec, this.command(rec, attempt, 0));
+    this.metrics.commandsRedelivered.inc();
+    this.log.info({ request: id, connector: rec.connector, attempt }, 'client re-attached: transfer restarted from chunk 0');
+    return true;
+  }
+
   private async ended(rec: RequestRecord): Promise<string> {
     await this.redis.srem(keys.inFlight(rec.connector), rec.id);
     if (rec.status === 'failed' && rec.error) throw new UnrecoverableError(`${rec.error.code}: ${rec.error.message}`);
@@ -163,9 +207,10 @@ export class Dispatcher {
     throw new UnrecoverableError(`${err.code}: ${err.message}`);
   }
 
-  async close(): Promise<void> {
+  /** force: do not wait for running jobs; they stall and another router adopts them. */
+  async close(force = false): Promise<void> {
     clearInterval(this.depthTimer);
-    await this.worker?.close();
+    await this.worker?.close(force);
     await this.queue.close();
   }
 }

@@ -23,8 +23,12 @@ export function createMetrics() {
     streamsClosed: new Counter({ name: 'relay_event_streams_closed_total', help: 'Event streams closed', registers: r }),
     commandsSent: new Counter({ name: 'relay_commands_sent_total', help: 'Command events written to event streams', registers: r }),
     commandsDispatched: new Counter({ name: 'relay_commands_dispatched_total', help: 'Command attempts dispatched', registers: r }),
+    commandsRedelivered: new Counter({ name: 'relay_commands_redelivered_total', help: 'Attempts after the first (lease lapsed, no ack, client re-attached)', registers: r }),
     commandsAcked: new Counter({ name: 'relay_commands_acked_total', help: 'Command acknowledgements', registers: r }),
     queueDepth: new Gauge({ name: 'relay_queue_depth', help: 'Jobs in the command queue by state', labelNames: ['state'] as const, registers: r }),
+    syncSpillBytes: new Counter({ name: 'relay_sync_spill_bytes_total', help: 'Sync result bytes (decoded) written to spill files because the sync memory budget was used up', registers: r }),
+    syncSpillFiles: new Gauge({ name: 'relay_sync_spill_files', help: 'Spill files of sync results on disk', registers: r }),
+    syncMemoryBytes: new Gauge({ name: 'relay_sync_memory_bytes', help: 'Sync result bytes held in memory (taken from RELAY_SYNC_MEMORY_BYTES)', registers: r }),
   };
 }
 

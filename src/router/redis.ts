@@ -4,8 +4,14 @@ import { Redis } from 'ioredis';
 
 export type { Redis };
 
-export function connectRedis(url: string, name: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, connectionName: `relay-${name}`, lazyConnect: false });
+/**
+ * onError: where connection errors go (ioredis reconnects by itself; without a listener it
+ * prints every failed reconnect as an "unhandled error event").
+ */
+export function connectRedis(url: string, name: string, onError: (err: Error) => void = () => undefined): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, connectionName: `relay-${name}`, lazyConnect: false });
+  r.on('error', onError);
+  return r;
 }
 
 const P = 'relay:';

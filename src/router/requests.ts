@@ -104,10 +104,25 @@ if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'attempt', ARGV[1], 'lease_at', ARGV[2], 'updated_at', ARGV[3], 'acked_attempt', 0)
 return redis.call('HGET', KEYS[1], 'contiguous') or '0'`,
   },
+  // KEYS: req, chunks. ARGV: now_ms, now_iso. A client re-attached with nothing delivered yet:
+  // forget the chunks stored so far and start the next attempt from chunk 0. A completed
+  // request is reopened too: its bytes were lost on the way to the client (router restart).
+  relayRestart: {
+    numberOfKeys: 2,
+    lua: `
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return 'NOT_FOUND' end
+if s == 'failed' or s == 'cancelled' then return s end
+redis.call('DEL', KEYS[2])
+redis.call('HDEL', KEYS[1], 'bytes', 'chunks', 'checksum')
+local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0)
+return s .. ':' .. tostring(a)`,
+  },
 } as const;
 
 type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
-type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded };
+type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded; relayRestart: Guarded };
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
@@ -218,6 +233,18 @@ export class Requests {
     const res = await this.r.relayNewAttempt(keys.request(id), attempt, now, new Date(now).toISOString());
     if (res === 'NOT_FOUND' || (TERMINAL as string[]).includes(res)) return null;
     return Number(res);
+  }
+
+  /**
+   * Starts the next attempt from chunk 0 (a re-attached client), also for a completed request;
+   * null if the request failed, was cancelled or expired.
+   */
+  async restart(id: string): Promise<{ attempt: number; wasComplete: boolean } | null> {
+    const now = Date.now();
+    const res = await this.r.relayRestart(keys.request(id), keys.chunks(id), now, new Date(now).toISOString());
+    const m = /^(\w+):(\d+)$/.exec(res);
+    if (!m) return null;
+    return { attempt: Number(m[2]), wasComplete: m[1] === 'complete' };
   }
 
   async publish(ev: BusEvent): Promise<void> {

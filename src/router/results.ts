@@ -3,11 +3,13 @@
 // is bounded: stream keeps a window of chunks (BACKPRESSURE past it), sync keeps at most the
 // sync limit (RESULT_TOO_LARGE past it).
 import type { ServerResponse } from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 import { Xxh64Stream } from '../protocol/checksum.js';
 import { rawZstdFrame, type Encoding } from '../protocol/codec.js';
 import { RelayError } from '../protocol/errors.js';
 import { HEADERS, type Mode } from '../protocol/wire.js';
 import { sendError } from './http.js';
+import type { SpillFile, SyncSpill } from './spill.js';
 
 export interface InitMeta {
   contentType: string;
@@ -217,11 +219,52 @@ export class StreamSink extends Sink {
   }
 }
 
+/** One chunk of a sync result: in memory, or in the spill file (buf is kept while its write is in flight). */
+interface SyncPart {
+  length: number;
+  buf: Buffer | null;
+  /** Where it is in the spill file; null for a chunk held in memory (taken from the budget). */
+  offset: number | null;
+}
+
+/** Room taken for an admitted chunk that is not stored yet. */
+interface Reservation {
+  bytes: number;
+  memory: boolean;
+}
+
+/**
+ * Pattern A: the whole result is assembled, verified (xxh64) and only then answered with an exact
+ * Content-Length. Chunks are held in memory while the router-wide budget (RELAY_SYNC_MEMORY_BYTES)
+ * has room; past it they go to this request's spill file, appended in arrival order (so chunks
+ * out of order and of any size work) with their offset noted. The answer is written from memory
+ * and the file in index order, waiting for the client to drain. Budget and file are given back
+ * when the sink ends, on every path (delivered, failed, cancelled, client gone).
+ */
 export class SyncSink extends Sink {
-  private readonly parts: (Buffer | undefined)[] = [];
+  private readonly parts: (SyncPart | undefined)[] = [];
+  private readonly reservations = new Map<number, Reservation[]>();
+  /** Bytes stored plus bytes admitted and not yet stored: what the sync limit is checked against. */
   private held = 0;
+  /** Bytes this sink has taken from the shared budget. */
+  private memHeld = 0;
+  private stored = 0;
+  private storedBytes = 0;
   private readonly hasher = new Xxh64Stream();
   private hashed = 0;
+  private hashRunning = false;
+  private hashTask: Promise<void> = Promise.resolve();
+  private hashError: Error | null = null;
+  private file: Promise<SpillFile> | null = null;
+  private fileEnd = 0;
+  private readonly writes = new Set<Promise<void>>();
+  /** Buffers to read spilled chunks into, handed back after use. */
+  private readonly spares: Buffer[] = [];
+  /** The spill file could not be written: the rest of this result stays in memory. */
+  private spillBroken = false;
+  private completion: Promise<void> | null = null;
+  private delivering = false;
+  private cleanupTask: Promise<void> | null = null;
 
   constructor(
     requestId: string,
@@ -229,8 +272,13 @@ export class SyncSink extends Sink {
     private readonly limit: number,
     private readonly wantsJson: boolean,
     private readonly onBytes: (n: number) => void,
+    private readonly spill: SyncSpill,
   ) {
     super(requestId, 'sync', res);
+    // Closed: delivered, failed or the client went away. Delivery cleans up after itself.
+    res.on('close', () => {
+      if (!this.delivering) void this.cleanup();
+    });
   }
 
   get passthrough(): boolean {
@@ -246,49 +294,226 @@ export class SyncSink extends Sink {
     if (meta.totalBytes !== null && meta.totalBytes > this.limit) throw this.tooLarge(meta.totalBytes);
   }
 
+  private reserve(bytes: number): Reservation {
+    this.held += bytes;
+    let memory: boolean;
+    if (this.spillBroken) {
+      this.spill.budget.take(bytes);
+      memory = true;
+    } else memory = this.spill.budget.tryTake(bytes);
+    if (memory) this.memHeld += bytes;
+    return { bytes, memory };
+  }
+
+  private unreserve(r: Reservation): void {
+    this.held -= r.bytes;
+    if (r.memory) this.giveBack(r.bytes);
+  }
+
+  private giveBack(bytes: number): void {
+    const n = Math.min(bytes, this.memHeld);
+    this.memHeld -= n;
+    this.spill.budget.give(n);
+  }
+
   admit(index: number, decodedLength: number): 'ok' | 'delivered' {
-    if (this.parts[index]) return 'delivered';
+    if (this.ended) throw new RelayError('GONE', 'the client has gone away', { requestId: this.requestId });
+    if (this.completion || this.parts[index]) return 'delivered';
     if (this.held + decodedLength > this.limit) throw this.tooLarge(this.held + decodedLength);
-    this.held += decodedLength;
+    const r = this.reserve(decodedLength);
+    const list = this.reservations.get(index);
+    if (list) list.push(r);
+    else this.reservations.set(index, [r]);
     return 'ok';
   }
 
-  release(): void {}
-
-  put(chunk: SinkChunk): void {
-    if (this.ended || this.parts[chunk.index]) return;
-    this.parts[chunk.index] = chunk.decoded ?? chunk.body;
-    while (this.parts[this.hashed]) this.hasher.update(this.parts[this.hashed++]!);
+  private takeReservation(index: number): Reservation | undefined {
+    const list = this.reservations.get(index);
+    const r = list?.pop();
+    if (list && list.length === 0) this.reservations.delete(index);
+    return r;
   }
 
-  async complete(meta: CompleteMeta): Promise<void> {
-    if (this.ended) throw new RelayError('GONE', 'the client has gone away', { requestId: this.requestId });
-    if (this.hashed !== meta.chunks || this.parts.length !== meta.chunks) {
-      throw new RelayError('CONFLICT', `complete says ${meta.chunks} chunks, the router has ${this.parts.filter(Boolean).length}`, { requestId: this.requestId });
+  release(index: number): void {
+    const r = this.takeReservation(index);
+    if (r) this.unreserve(r);
+  }
+
+  put(chunk: SinkChunk): void {
+    const r = this.takeReservation(chunk.index);
+    if (this.ended || this.completion || this.parts[chunk.index]) {
+      if (r) this.unreserve(r);
+      return;
     }
-    const bytes = this.parts.reduce((n, p) => n + p!.length, 0);
-    if (bytes !== meta.bytes) throw new RelayError('CONFLICT', `complete says ${meta.bytes} bytes, ${bytes} arrived`, { requestId: this.requestId });
+    const buf = chunk.decoded ?? chunk.body;
+    let room = r ?? this.reserve(buf.length);
+    if (room.bytes !== buf.length) {
+      // Admitted with another length than arrived (decoding checks this; be exact anyway).
+      this.unreserve(room);
+      room = this.reserve(buf.length);
+    }
+    const part: SyncPart = { length: buf.length, buf, offset: null };
+    this.parts[chunk.index] = part;
+    this.stored++;
+    this.storedBytes += buf.length;
+    if (!room.memory) this.spillPart(part);
+    this.kickHash();
+  }
+
+  /** Appends a chunk to the spill file; if that fails, the chunk stays in memory. */
+  private spillPart(part: SyncPart): void {
+    const buf = part.buf!;
+    part.offset = this.fileEnd;
+    this.fileEnd += buf.length;
+    this.file ??= this.spill.createFile(this.requestId);
+    const w = this.file
+      .then((f) => f.write(buf, part.offset!))
+      .then(
+        () => {
+          part.buf = null;
+          this.spill.spilled(buf.length);
+        },
+        (err: unknown) => {
+          if (this.cleanupTask) return;
+          // Disk full, directory gone: keep this result in memory (over the budget, still under
+          // the sync limit) rather than fail a request that memory can serve.
+          part.offset = null;
+          this.spill.budget.take(part.length);
+          this.memHeld += part.length;
+          if (!this.spillBroken) this.spill.log?.error({ err, request: this.requestId }, 'sync spill file failed: keeping this result in memory');
+          this.spillBroken = true;
+        },
+      )
+      .finally(() => this.writes.delete(w));
+    this.writes.add(w);
+  }
+
+  /**
+   * A chunk's bytes: from memory, or read from the spill file into a spare buffer. `done` hands
+   * that buffer back once its bytes are no longer needed, so reading a spilled result allocates
+   * a buffer or two, not one per chunk.
+   */
+  private async readPart(part: SyncPart): Promise<{ buf: Buffer; done: () => void }> {
+    if (part.buf) return { buf: part.buf, done: () => undefined };
+    const spare = this.spares.pop();
+    const buf = await (await this.file!).read(part.offset!, part.length, spare);
+    const backing = spare && spare.length >= part.length ? spare : buf;
+    return { buf, done: () => void (this.spares.length < 4 && this.spares.push(backing)) };
+  }
+
+  /** Hashes the stored chunks in index order, as far as they are contiguous. */
+  private kickHash(): void {
+    if (!this.hashRunning && this.parts[this.hashed]) this.hashTask = this.hashLoop();
+  }
+
+  private async hashLoop(): Promise<void> {
+    this.hashRunning = true;
+    try {
+      for (let p = this.parts[this.hashed]; p && !this.cleanupTask; p = this.parts[this.hashed]) {
+        // A chunk on disk (it came out of order) is read back; the rest is hashed from memory.
+        const { buf, done } = await this.readPart(p);
+        this.hasher.update(buf);
+        done();
+        this.hashed++;
+      }
+    } catch (err) {
+      this.hashError ??= err as Error;
+    } finally {
+      this.hashRunning = false;
+    }
+  }
+
+  complete(meta: CompleteMeta): Promise<void> {
+    if (this.ended) return Promise.reject(new RelayError('GONE', 'the client has gone away', { requestId: this.requestId }));
+    this.completion ??= this.verifyAndAnswer(meta);
+    return this.completion;
+  }
+
+  /** Checks what arrived against `complete`, then starts the answer (written in the background). */
+  private async verifyAndAnswer(meta: CompleteMeta): Promise<void> {
+    while (this.hashRunning) await this.hashTask;
+    if (this.ended) throw new RelayError('GONE', 'the client has gone away', { requestId: this.requestId });
+    if (this.hashError) throw new RelayError('INTERNAL', `the sync spill file could not be read: ${this.hashError.message}`, { requestId: this.requestId });
+    if (this.hashed !== meta.chunks || this.parts.length !== meta.chunks) {
+      throw new RelayError('CONFLICT', `complete says ${meta.chunks} chunks, the router has ${this.stored}`, { requestId: this.requestId });
+    }
+    if (this.storedBytes !== meta.bytes) throw new RelayError('CONFLICT', `complete says ${meta.bytes} bytes, ${this.storedBytes} arrived`, { requestId: this.requestId });
     const got = this.hasher.digest();
     if (got !== meta.checksum) throw new RelayError('CHECKSUM_MISMATCH', `result checksum ${got} does not match ${meta.checksum}`, { requestId: this.requestId });
-    const textual = /^(text\/|application\/(x-)?ndjson|application\/json)/.test(this.contentType);
-    if (this.wantsJson && textual) {
-      const body = JSON.stringify({ status: 'success', request_id: this.requestId, data: Buffer.concat(this.parts as Buffer[]).toString('utf8') });
+    const json = this.wantsJson && /^(text\/|application\/(x-)?ndjson|application\/json)/.test(this.contentType);
+    if (json) {
       this.res.writeHead(200, { 'content-type': 'application/json', [HEADERS.requestId]: this.requestId, [HEADERS.checksum]: got });
-      this.res.end(body);
     } else {
       this.res.writeHead(200, {
         'content-type': this.contentType,
-        'content-length': String(bytes),
+        'content-length': String(this.storedBytes),
         [HEADERS.requestId]: this.requestId,
         [HEADERS.checksum]: got,
       });
-      this.res.cork();
-      for (const p of this.parts) this.res.write(p!);
-      this.res.end();
     }
-    this.onBytes(bytes);
-    this.parts.length = 0;
-    this.finish();
+    // The result is verified: the connector is done. The client reads at its own pace.
+    this.delivering = true;
+    void this.deliver(json);
+  }
+
+  /** Writes the parts in index order, each once the client has drained the one before. */
+  private async deliver(json: boolean): Promise<void> {
+    try {
+      const text = json ? new StringDecoder('utf8') : null;
+      const escape = (s: string) => Buffer.from(JSON.stringify(s).slice(1, -1));
+      if (text) await this.write(Buffer.from(`{"status":"success","request_id":${JSON.stringify(this.requestId)},"data":"`));
+      for (let i = 0; i < this.parts.length && !this.ended; i++) {
+        const p = this.parts[i]!;
+        const { buf, done } = await this.readPart(p);
+        this.parts[i] = undefined;
+        if (text) {
+          const out = escape(text.write(buf));
+          done();
+          await this.write(out);
+        } else await this.write(buf, done);
+        if (p.offset === null) this.giveBack(p.length);
+        this.onBytes(p.length);
+      }
+      if (text) await this.write(Buffer.from(`${JSON.stringify(text.end()).slice(1, -1)}"}`));
+      if (this.ended) return;
+      await new Promise<void>((resolve) => {
+        this.res.once('close', resolve);
+        this.res.end(resolve);
+      });
+      this.finish();
+    } catch (err) {
+      this.spill.log?.error({ err, request: this.requestId }, 'sync answer failed after its headers');
+      super.fail(new RelayError('INTERNAL', `the sync answer failed: ${(err as Error).message}`, { requestId: this.requestId }));
+    } finally {
+      this.delivering = false;
+      await this.cleanup();
+    }
+  }
+
+  /** Writes to the client, then waits for it to drain; `flushed` runs once buf is no longer needed. */
+  private async write(buf: Buffer, flushed?: () => void): Promise<void> {
+    if (this.ended || this.res.destroyed) return;
+    const more = flushed ? this.res.write(buf, (err) => !err && flushed()) : this.res.write(buf);
+    if (!more) await drainOrClose(this.res);
+  }
+
+  override fail(err: RelayError): void {
+    super.fail(err);
+    if (!this.delivering) void this.cleanup();
+  }
+
+  /** Gives the memory back to the budget and removes the spill file (idempotent). */
+  private cleanup(): Promise<void> {
+    this.cleanupTask ??= (async () => {
+      this.giveBack(this.memHeld);
+      this.reservations.clear();
+      this.parts.length = 0;
+      await this.hashTask;
+      await Promise.allSettled([...this.writes]);
+      const file = await this.file?.catch(() => null);
+      await file?.remove();
+    })();
+    return this.cleanupTask;
   }
 }
 
@@ -312,7 +537,10 @@ export class Sinks {
   }
   add(sink: Sink): void {
     this.byId.set(sink.requestId, sink);
-    void sink.done.then(() => this.byId.delete(sink.requestId));
+    // A re-attached client's sink may have replaced this one: remove only our own entry.
+    void sink.done.then(() => {
+      if (this.byId.get(sink.requestId) === sink) this.byId.delete(sink.requestId);
+    });
   }
   get size(): number {
     return this.byId.size;

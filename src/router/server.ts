@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { RouterConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
+import { following } from './routes/client.js';
 import { createApp } from './app.js';
 import { Auth } from './auth.js';
 import { Bus } from './bus.js';
@@ -15,6 +16,7 @@ import { createMetrics } from './metrics.js';
 import { connectRedis } from './redis.js';
 import { Requests } from './requests.js';
 import { Sinks } from './results.js';
+import { SyncSpill } from './spill.js';
 import { startDevS3, Storage } from './storage.js';
 
 export interface RunningRouter {
@@ -26,10 +28,17 @@ export interface RunningRouter {
 
 export async function startRouter(cfg: RouterConfig, log: Logger = createLogger('router', cfg.logLevel)): Promise<RunningRouter> {
   const instanceId = `i_${randomBytes(6).toString('hex')}`;
-  const redis = connectRedis(cfg.redisUrl, 'router');
-  const sub = connectRedis(cfg.redisUrl, 'router-sub');
-  const bullConn = connectRedis(cfg.redisUrl, 'router-queue');
-  const bullWorkerConn = connectRedis(cfg.redisUrl, 'router-worker');
+  // ioredis reconnects by itself; say so once every few seconds, not per failed try.
+  let lastRedisError = 0;
+  const onRedisError = (err: Error) => {
+    if (Date.now() - lastRedisError < 5000) return;
+    lastRedisError = Date.now();
+    log.warn({ err: err.message }, 'redis connection error (reconnecting)');
+  };
+  const redis = connectRedis(cfg.redisUrl, 'router', onRedisError);
+  const sub = connectRedis(cfg.redisUrl, 'router-sub', onRedisError);
+  const bullConn = connectRedis(cfg.redisUrl, 'router-queue', onRedisError);
+  const bullWorkerConn = connectRedis(cfg.redisUrl, 'router-worker', onRedisError);
   await redis.ping();
 
   let devS3: Awaited<ReturnType<typeof startDevS3>> | null = null;
@@ -69,7 +78,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
 
   let accepting = true;
   const sinks = new Sinks();
-  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, storage, metrics, log, accepting: () => accepting });
+  const spill = await SyncSpill.open({ memoryBytes: cfg.syncMemoryBytes, root: cfg.spillDir }, metrics, log);
+  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, spill, storage, metrics, log, accepting: () => accepting });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   // Event streams are long-lived; Node's default request timeout would cut them.
   server.requestTimeout = 0;
@@ -89,17 +99,22 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
     port,
     s3Endpoint,
     async stop() {
+      // No new requests or event streams; connectors reconnect elsewhere (or here, restarted)
+      // while their uploads for requests in flight still land here.
       accepting = false;
       hub.closeAll();
       // In-flight client answers get a bounded time to finish.
-      const deadline = Date.now() + 10_000;
-      while (sinks.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const deadline = Date.now() + cfg.shutdownGraceS * 1000;
+      while ((sinks.size > 0 || following.count > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      if (sinks.size > 0 || following.count > 0) log.warn({ answers: Math.max(sinks.size, following.count) }, 'shutdown grace over: cutting the answers still open (clients re-attach with their Idempotency-Key)');
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeAllConnections();
       });
-      await dispatcher.close();
+      // Jobs still running are not waited for: they stall and are adopted by another router.
+      await dispatcher.close(true);
       storage.stop();
+      await spill.close();
       await devS3?.close();
       await Promise.all([redis.quit(), sub.quit(), bullConn.quit(), bullWorkerConn.quit()].map((p) => p.catch(() => undefined)));
     },

@@ -131,5 +131,16 @@ describe('the connector dies mid-request', () => {
     const final = (await (await fetch(`${s.routerUrl}/v1/requests/${id}`, { headers: { authorization: `Bearer ${s.clientKey}` } })).json()) as { status: string; attempt: number };
     assert.equal(final.status, 'complete');
     assert.ok(final.attempt >= 2, `a new attempt was dispatched (attempt ${final.attempt})`);
+    // Resume, not restart: the new attempt starts past the chunks the router already had and
+    // uploads only the rest.
+    const logs = s.connector!.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.request === id);
+    const started = logs.find((l) => l.msg === 'command started');
+    const delivered = logs.find((l) => l.msg === 'result delivered');
+    assert.ok(started && delivered, 'the restarted connector ran the command');
+    const resumeFrom = Number(started.resumeFrom ?? 0);
+    assert.ok(resumeFrom >= 4, `resumed from chunk ${resumeFrom}, after the ≥ 4 chunks stored before the kill`);
+    assert.equal(delivered.chunks, 80);
+    assert.equal(delivered.sentChunks, 80 - resumeFrom, 'chunks already stored were not sent again');
+    assert.equal(delivered.sentBytes, big.length - resumeFrom * CHUNK);
   });
 });

@@ -32,6 +32,10 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
     if (process.env.RELAY_TEST_VERBOSE) process.stderr.write(`[${args[0]}] ${l}\n`);
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  // A test process that dies must not leave routers behind: they would take the next run's jobs.
+  const reap = () => child.exitCode === null && child.kill('SIGKILL');
+  process.once('exit', reap);
+  void exited.then(() => process.off('exit', reap));
   return { child, lines, exited };
 }
 
@@ -52,6 +56,8 @@ export interface StackOptions {
   routerEnv?: Record<string, string>;
   connectorEnv?: Record<string, string>;
   connector?: boolean;
+  /** A Redis of the test's own (default: RELAY_REDIS_URL). */
+  redisUrl?: string;
 }
 
 export class Stack {
@@ -78,7 +84,7 @@ export class Stack {
     const dir = await mkdtemp(join(tmpdir(), 'relay-test-'));
     const dataDir = join(dir, 'data');
     await mkdir(dataDir);
-    const redis = connectRedis(REDIS_URL, 'test');
+    const redis = connectRedis(opts.redisUrl ?? REDIS_URL, 'test');
     await redis.flushdb();
     const s = new Stack(redis, dir, dataDir, opts);
     await addTenant(redis, s.tenant);
@@ -87,26 +93,44 @@ export class Stack {
     await addClient(redis, s.tenant, s.clientKey);
     await addClient(redis, 't2', s.otherClientKey);
     await addConnector(redis, 't2', s.otherConnectorId, s.otherConnectorToken);
-    await s.startRouter();
-    if (opts.connector !== false) await s.startConnector();
+    try {
+      await s.startRouter();
+      if (opts.connector !== false) await s.startConnector();
+    } catch (err) {
+      // Never leave a half-started stack behind: a stray router would take this Redis's jobs.
+      await s.stop().catch(() => undefined);
+      throw err;
+    }
     return s;
   }
 
-  async startRouter(): Promise<void> {
+  /** Stops the router (SIGKILL: a crash) and starts it again on the same port. */
+  async restartRouter(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const port = new URL(this.routerUrl).port;
+    this.router.child.kill(signal);
+    await this.router.exited;
+    await this.startRouter(port);
+  }
+
+  async startRouter(port = '0'): Promise<void> {
     this.router = run(['router'], {
-      RELAY_PORT: '0',
+      RELAY_PORT: port,
       RELAY_HOST: '127.0.0.1',
-      RELAY_REDIS_URL: REDIS_URL,
+      RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL,
       RELAY_S3_DIR: join(this.dir, 's3'),
       RELAY_ADMIN_TOKEN: this.adminToken,
       ...this.opts.routerEnv,
     });
-    const line = await waitForLine(this.router, /router listening/, 20_000);
+    const line = await waitForLine(this.router, /router listening/, 20_000).catch((err: unknown) => {
+      this.router.child.kill('SIGKILL');
+      throw err;
+    });
     this.routerUrl = (JSON.parse(line) as { url: string }).url;
   }
 
-  async startConnector(env: Record<string, string> = {}): Promise<Proc> {
-    const p = run(['connector', '--router', this.routerUrl, '--id', this.connectorId, '--token', this.connectorToken, '--data-dir', this.dataDir], {
+  /** via: the URL the connector uses for the router (a fault proxy in front of it). */
+  async startConnector(env: Record<string, string> = {}, via = this.routerUrl): Promise<Proc> {
+    const p = run(['connector', '--router', via, '--id', this.connectorId, '--token', this.connectorToken, '--data-dir', this.dataDir], {
       ...this.opts.connectorEnv,
       ...env,
     });

@@ -1,5 +1,6 @@
 // A connector reduced to the bare wire protocol, for driving the router step by step in tests.
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdCompress } from '../../src/protocol/codec.js';
 
@@ -7,8 +8,13 @@ export class WireConnector {
   readonly events: EventSourceMessage[] = [];
   retry: number | null = null;
   private ctrl = new AbortController();
+  private readonly agent = new Agent();
+  private response: unknown;
   private waiters: (() => void)[] = [];
   status = 0;
+  /** The event stream ended (and why, when it broke). */
+  ended = false;
+  readError: unknown;
 
   constructor(
     readonly url: string,
@@ -16,11 +22,17 @@ export class WireConnector {
   ) {}
 
   async connect(lastEventId?: string): Promise<this> {
-    const res = await fetch(`${this.url}/v1/connectors/events?concurrency=4&version=test`, {
+    // Its own connection pool: the test's client requests (undici's shared global dispatcher)
+    // must never share state with the long-lived event stream.
+    const res = await undiciFetch(`${this.url}/v1/connectors/events?concurrency=4&version=test`, {
+      dispatcher: this.agent,
       headers: { authorization: `Bearer ${this.token}`, accept: 'text/event-stream', ...(lastEventId ? { 'last-event-id': lastEventId } : {}) },
       signal: this.ctrl.signal,
     });
     this.status = res.status;
+    // Held on purpose: undici cancels the body of a fetch Response once the Response itself is
+    // garbage-collected, which silently ends the event stream mid-test.
+    this.response = res;
     if (res.status !== 200) return this;
     const parser = createParser({
       onEvent: (e) => {
@@ -38,9 +50,10 @@ export class WireConnector {
           if (done) break;
           parser.feed(dec.decode(value, { stream: true }));
         }
-      } catch {
-        /* aborted */
+      } catch (err) {
+        this.readError = err;
       }
+      this.ended = true;
     })();
     await this.next((e) => e.event === 'hello');
     return this;
@@ -52,7 +65,7 @@ export class WireConnector {
       // Matching events are consumed, so each call sees the next one.
       const i = this.events.findIndex(match);
       if (i >= 0) return this.events.splice(i, 1)[0]!;
-      if (Date.now() > end) throw new Error(`no matching event; got ${this.events.map((e) => e.event).join(',')}`);
+      if (Date.now() > end) throw new Error(`no matching event; got ${this.events.map((e) => e.event).join(',')}${this.ended ? ` (stream ended: ${String(this.readError ?? 'closed')})` : ''}`);
       await new Promise<void>((r) => {
         this.waiters.push(r);
         setTimeout(r, 200);
@@ -67,6 +80,7 @@ export class WireConnector {
 
   close(): void {
     this.ctrl.abort();
+    void this.agent.close().catch(() => undefined);
   }
 
   post(path: string, body: unknown): Promise<Response> {

@@ -88,7 +88,7 @@ test('a result that fits in one chunk is one POST /result with the §3.3 headers
   assert.equal(req.headers['x-relay-content-type'], 'application/octet-stream');
   assert.ok(req.body.length < data.length);
   assert.deepEqual(router.results.get(cmd.request_id), data);
-  assert.deepEqual(summary, { bytes: data.length, chunks: 1, checksum: xxh64(data) });
+  assert.deepEqual(summary, { bytes: data.length, chunks: 1, checksum: xxh64(data), sentChunks: 1, sentBytes: data.length });
 });
 
 test('an empty result is one empty POST /result; a chunk exactly chunk_size long too', async () => {
@@ -132,7 +132,7 @@ test('a longer result: init, every chunk (valid, checksummed), complete with the
   assert.equal(complete.length, 1);
   assert.deepEqual(complete[0]!.json, { attempt: 1, chunks: 11, bytes: data.length, checksum: xxh64(data) });
   assert.ok(complete[0]!.at >= Math.max(...chunks.map((c) => c.at)), 'complete after every chunk');
-  assert.deepEqual(summary, { bytes: data.length, chunks: 11, checksum: xxh64(data) });
+  assert.deepEqual(summary, { bytes: data.length, chunks: 11, checksum: xxh64(data), sentChunks: 11, sentBytes: data.length });
   assert.equal(renewals, 13, 'init, 11 chunks and complete each renew the lease');
 });
 

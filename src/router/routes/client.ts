@@ -104,7 +104,7 @@ async function handleRequest(
   mode: Mode,
   p: { tenant: string },
 ): Promise<void> {
-  const { cfg, requests, metrics } = deps;
+  const { cfg, requests } = deps;
   if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
   const owner = await connectorTenant(deps.redis, body.connector);
@@ -116,6 +116,7 @@ async function handleRequest(
     const key = keys.idempotency(p.tenant, sha256(idemKey));
     const existing = (await deps.redis.set(key, id, 'EX', IDEMPOTENCY_TTL_S, 'NX')) === 'OK' ? null : await deps.redis.get(key);
     if (existing) {
+      if (mode !== 'offload' && (await reattach(deps, req, res, existing, mode))) return;
       await answerExisting(deps, res, existing, mode);
       return;
     }
@@ -134,32 +135,95 @@ async function handleRequest(
     }), partSize: cfg.partSize };
   }
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
+  const sink = newSink(deps, req, res, id, mode);
+  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
+  deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
+  await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
+}
 
-  let sink: Sink | null = null;
-  const accept = req.headers['accept'] ?? '';
-  const acceptEncoding = String(req.headers['accept-encoding'] ?? '');
+function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode): Sink | null {
+  const { cfg, metrics } = deps;
   const onBytes = (n: number) => metrics.bytesRelayed.inc({ mode }, n);
-  if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(acceptEncoding), onBytes);
-  else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(accept), onBytes);
+  let sink: Sink | null = null;
+  if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(String(req.headers['accept-encoding'] ?? '')), onBytes);
+  else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
   if (sink) deps.sinks.add(sink);
+  return sink;
+}
 
+/**
+ * The same Idempotency-Key again for a sync or stream request that is still running: the
+ * client lost its answer (dropped connection, router restart). This answer takes over and the
+ * transfer starts again from chunk 0, because the bytes sent so far went to the lost answer.
+ * A completed request is fetched again too: its answer may have been cut on the way (the
+ * client compares the bytes it already has). Returns false when the request failed, was
+ * cancelled or expired (answerExisting says how).
+ */
+async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode): Promise<boolean> {
+  const rec = await deps.requests.get(id);
+  if (!rec || rec.mode !== mode || rec.status === 'failed' || rec.status === 'cancelled') return false;
+  const old = deps.sinks.get(id);
+  const sink = newSink(deps, req, res, id, mode)!;
+  if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
+  if (!(await deps.dispatcher.restartFromZero(id))) {
+    sink.fail(new RelayError('GONE', `request ${id} ended while re-attaching`, { requestId: id }));
+    return true;
+  }
+  deps.log.info({ request: id, mode }, 'client re-attached');
+  await follow(deps, res, { id, mode, deadline: rec.deadline, started: Date.parse(rec.createdAt) }, sink, true);
+  return true;
+}
+
+/** Client answers this instance is still working on (a stopping router waits for them). */
+export const following = { count: 0 };
+
+/** Waits for the request to end and answers the client (the sink does, for sync and stream). */
+async function follow(
+  deps: RouterDeps,
+  res: ServerResponse,
+  r: { id: string; mode: Mode; deadline: number; started: number },
+  sink: Sink | null,
+  reattachable: boolean,
+): Promise<void> {
+  following.count++;
+  try {
+    await followRequest(deps, res, r, sink, reattachable);
+  } finally {
+    following.count--;
+  }
+}
+
+async function followRequest(
+  deps: RouterDeps,
+  res: ServerResponse,
+  r: { id: string; mode: Mode; deadline: number; started: number },
+  sink: Sink | null,
+  reattachable: boolean,
+): Promise<void> {
+  const { requests, metrics, cfg } = deps;
+  const { id, mode, deadline, started } = r;
   let clientGone = false;
+  const cancel = () => void requests.get(id).then((x) => (x ? cancelRequest(deps, x, 'the client went away') : undefined));
   const gone = () => {
     clientGone = true;
-    void requests.get(id).then((r) => (r ? cancelRequest(deps, r, 'the client went away') : undefined));
+    if (!reattachable) return cancel();
+    // An offload result waits in the object store for a retry with the same key.
+    if (mode === 'offload') return;
+    // A sync or stream client with an Idempotency-Key may come back: give it time to re-attach.
+    setTimeout(() => {
+      const now = deps.sinks.get(id);
+      if (!now || now.isEnded) cancel();
+    }, cfg.reattachGraceS * 1000).unref();
   };
   if (sink) sink.onClientGone = gone;
   else res.on('close', () => !res.writableEnded && gone());
-
-  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
-  deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
 
   const stop = new AbortController();
   const end = deps.bus.waitFor(
     id,
     async () => {
-      const r = await requests.get(id);
-      return r && TERMINAL.includes(r.status) && (r.status !== 'complete' || !sink) ? r : null;
+      const x = await requests.get(id);
+      return x && TERMINAL.includes(x.status) && (x.status !== 'complete' || !sink) ? x : null;
     },
     deadline,
     2000,
@@ -172,14 +236,14 @@ async function handleRequest(
     // Deadline: fail the request unless it ended in the meantime.
     const timeout = new RelayError('TIMEOUT', `no result within ${(deadline - started) / 1000} s`, { requestId: id });
     if (await requests.fail(id, timeout)) {
-      const r = await requests.get(id);
-      if (r) await deps.commands.sendCancel(r.connector, id);
+      const x = await requests.get(id);
+      if (x) await deps.commands.sendCancel(x.connector, id);
     }
     final = await requests.get(id);
   }
   const seconds = (Date.now() - started) / 1000;
-  metrics.requestDuration.observe({ mode }, seconds);
   if (final && final.status === 'complete' && mode === 'offload') {
+    metrics.requestDuration.observe({ mode }, seconds);
     metrics.requests.inc({ mode, outcome: 'complete' });
     sendOffloadAnswer(res, final);
     return;
@@ -188,10 +252,14 @@ async function handleRequest(
     const err = final.error
       ? new RelayError(final.error.code, final.error.message, { requestId: id })
       : new RelayError('GONE', `request ${final.status}`, { requestId: id });
+    metrics.requestDuration.observe({ mode }, seconds);
     metrics.requests.inc({ mode, outcome: final.status === 'cancelled' ? 'cancelled' : err.code });
     if (sink) sink.fail(err);
     else if (!clientGone) sendError(res, err);
     return;
   }
+  // The sink ended: delivered, the client went away, or a re-attached answer took over.
+  if (sink && deps.sinks.get(id) !== undefined && deps.sinks.get(id) !== sink) return;
+  metrics.requestDuration.observe({ mode }, seconds);
   metrics.requests.inc({ mode, outcome: clientGone ? 'client_gone' : 'complete' });
 }

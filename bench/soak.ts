@@ -1,0 +1,219 @@
+// `npm run soak -- --minutes N [--concurrency C] [--record]`: mixed requests (all three modes,
+// results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
+// connector and the router (and in front of the object store) cuts event streams, answers 502,
+// corrupts and resets uploads, adds latency and squeezes bandwidth, and the connector is
+// killed now and then. Every request must end byte-identical or with an explicit protocol
+// error: one line per mode says requested / byte-identical / explicit error / lost / corrupt.
+// Exits 1 when anything was lost or corrupt.
+import { createReadStream } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { closeHttp, requestOffload, requestStream, requestSync } from '../src/client/index.js';
+import { Xxh64Stream } from '../src/protocol/checksum.js';
+import { RelayError } from '../src/protocol/errors.js';
+import { generateSampleData } from '../src/cli/sample-data.js';
+import { FaultProxy, type Faults } from '../test/helpers/fault-proxy.js';
+import { REPO, Stack, sleep } from '../test/helpers/stack.js';
+
+const { values: args } = parseArgs({
+  options: {
+    minutes: { type: 'string', default: '1' },
+    concurrency: { type: 'string', default: '4' },
+    seed: { type: 'string' },
+    record: { type: 'boolean', default: false },
+  },
+});
+const MINUTES = Number(args.minutes);
+const CONCURRENCY = Number(args.concurrency);
+if (!(MINUTES > 0) || !(CONCURRENCY >= 1)) {
+  process.stderr.write('soak: --minutes must be > 0 and --concurrency ≥ 1\n');
+  process.exit(2);
+}
+/** A request that has not ended this long after its own timeout is counted as lost. */
+const TIMEOUT_S = 180;
+const LOST_AFTER_MS = (TIMEOUT_S + 60) * 1000;
+
+type Mode = 'sync' | 'stream' | 'offload';
+const MODES: Mode[] = ['sync', 'stream', 'offload'];
+type Outcome = 'ok' | 'error' | 'lost' | 'corrupt';
+
+interface Tally {
+  requested: number;
+  ok: number;
+  error: number;
+  lost: number;
+  corrupt: number;
+  bytes: number;
+  codes: Map<string, number>;
+}
+
+async function hashFile(path: string): Promise<string> {
+  const h = new Xxh64Stream();
+  for await (const piece of createReadStream(path, { highWaterMark: 4 << 20 })) h.update(piece as Buffer);
+  return h.digest();
+}
+
+/** Counts and hashes what a request writes, holding none of it. */
+function hashingOutput(): { out: Writable; digest: () => string; bytes: () => number } {
+  const h = new Xxh64Stream();
+  let n = 0;
+  const out = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      h.update(chunk);
+      n += chunk.length;
+      cb();
+    },
+  });
+  return { out, digest: () => h.digest(), bytes: () => n };
+}
+
+/** Small results often, the 100 MB CSV now and then. */
+function pick<T>(items: [T, number][]): T {
+  const total = items.reduce((n, [, w]) => n + w, 0);
+  let r = Math.random() * total;
+  for (const [item, w] of items) if ((r -= w) < 0) return item;
+  return items[0]![0];
+}
+
+const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector', number][] = [
+  ['event streams cut', 'cut', 3],
+  ['5 % uploads answered 502', { http502Rate: 0.05 }, 3],
+  ['5 % uploads corrupted', { corruptRate: 0.05 }, 3],
+  ['5 % uploads truncated', { truncateRate: 0.05 }, 2],
+  ['resets (0.2 % of segments)', { resetRate: 0.002 }, 2],
+  ['latency 40 ms each way', { latencyMs: 40 }, 2],
+  ['bandwidth 30 MB/s', { bandwidthBytesPerSec: 30e6 }, 2],
+  ['connector killed (SIGKILL) and restarted', 'kill-connector', 1],
+];
+
+async function machine(): Promise<string> {
+  return `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, loopback`;
+}
+
+async function main(): Promise<void> {
+  const stack = await Stack.start({
+    connector: false,
+    routerEnv: { RELAY_PROGRESS_TIMEOUT_S: '10', RELAY_ACK_TIMEOUT_S: '5', RELAY_BACKOFF_S: '0.5', RELAY_ATTEMPTS: '6' },
+  });
+  const router = new URL(stack.routerUrl);
+  const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
+  const startConnector = () => stack.startConnector({}, toRouter.url());
+  const tallies = new Map<Mode, Tally>(MODES.map((m) => [m, { requested: 0, ok: 0, error: 0, lost: 0, corrupt: 0, bytes: 0, codes: new Map() }]));
+  const faultLog = new Map<string, number>();
+  try {
+    process.stderr.write('soak: generating data\n');
+    await generateSampleData(stack.dataDir);
+    await stack.writeData('random-10mb.bin', randomBytes(10 * 1024 * 1024));
+    await stack.writeData('random-600kb.bin', randomBytes(600 * 1024));
+    const datasets: [string, number][] = [
+      ['empty.bin', 2],
+      ['one.bin', 2],
+      ['sales/small.csv', 3],
+      ['random-600kb.bin', 3],
+      ['random-3mb.bin', 3],
+      ['random-10mb.bin', 2],
+      ['sales/100mb.csv', 1],
+    ];
+    const hashes = new Map<string, string>();
+    for (const [d] of datasets) hashes.set(d, await hashFile(join(stack.dataDir, d)));
+    await startConnector();
+
+    const endAt = Date.now() + MINUTES * 60_000;
+    process.stderr.write(`soak: ${MINUTES} min, ${CONCURRENCY} concurrent requests, faults on the connector's link\n`);
+
+    // The fault schedule: a random fault for 2–4 s, then 2–4 s of calm, until the end.
+    const chaos = (async () => {
+      while (Date.now() < endAt) {
+        await sleep(2000 + Math.random() * 2000);
+        if (Date.now() >= endAt) break;
+        const [name, fault] = pick(FAULTS.map(([n, f, w]) => [[n, f] as const, w]));
+        faultLog.set(name, (faultLog.get(name) ?? 0) + 1);
+        if (fault === 'cut') toRouter.cutAll();
+        else if (fault === 'kill-connector') {
+          await stack.killConnector('SIGKILL');
+          await startConnector();
+        } else {
+          // Corruption only where the protocol carries a checksum (binary uploads); a corrupted
+          // JSON control call is answered 400 and fails its request (explicitly).
+          const matchPath = fault.corruptRate ? /\/stream\/chunk\/|\/result$/ : /\/v1\/requests\//;
+          toRouter.set({ ...fault, matchPath });
+          await sleep(2000 + Math.random() * 2000);
+          toRouter.clear();
+        }
+      }
+    })();
+
+    const worker = async () => {
+      while (Date.now() < endAt) {
+        const mode = MODES[Math.floor(Math.random() * MODES.length)]!;
+        const dataset = pick(datasets);
+        const t = tallies.get(mode)!;
+        t.requested++;
+        const { out, digest, bytes } = hashingOutput();
+        const fn = mode === 'sync' ? requestSync : mode === 'stream' ? requestStream : requestOffload;
+        const run = fn(stack.clientCfg(), { connector: stack.connectorId, dataset, timeout_s: TIMEOUT_S }, out, { idempotencyKey: randomUUID() });
+        let timer: NodeJS.Timeout | undefined;
+        const lost = new Promise<'lost'>((r) => (timer = setTimeout(() => r('lost'), LOST_AFTER_MS)));
+        let outcome: Outcome;
+        try {
+          const r = await Promise.race([run, lost]);
+          if (r === 'lost') outcome = 'lost';
+          else outcome = digest() === hashes.get(dataset) && r.checksum === hashes.get(dataset) ? 'ok' : 'corrupt';
+        } catch (err) {
+          // CHECKSUM_MISMATCH is the system catching a corruption and saying so: explicit.
+          if (err instanceof RelayError && err.code && err.message) {
+            outcome = 'error';
+            t.codes.set(err.code, (t.codes.get(err.code) ?? 0) + 1);
+            process.stderr.write(`soak: explicit error: ${mode} ${dataset}: ${err.code}: ${err.message.slice(0, 300)}\n`);
+          } else outcome = 'corrupt';
+        } finally {
+          clearTimeout(timer);
+        }
+        t[outcome]++;
+        if (outcome === 'ok') t.bytes += bytes();
+        if (outcome === 'lost' || outcome === 'corrupt') process.stderr.write(`soak: ${outcome}: ${mode} ${dataset}\n`);
+      }
+    };
+    const progress = setInterval(() => {
+      const all = [...tallies.values()];
+      process.stderr.write(`soak: ${Math.max(0, Math.round((endAt - Date.now()) / 1000))} s left, ${all.reduce((n, t) => n + t.requested, 0)} requested, ${all.reduce((n, t) => n + t.ok, 0)} ok\n`);
+    }, 30_000);
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    clearInterval(progress);
+    await chaos;
+
+    const head = ['mode', 'requested', 'byte-identical', 'explicit error', 'lost', 'corrupt', 'MB moved', 'error codes'];
+    const rows = MODES.map((m) => {
+      const t = tallies.get(m)!;
+      const codes = [...t.codes].map(([c, n]) => `${c}×${n}`).join(' ') || '-';
+      return [m, t.requested, t.ok, t.error, t.lost, t.corrupt, (t.bytes / 1e6).toFixed(0), codes].map(String);
+    });
+    const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+    const line = (c: string[]) => `| ${c.map((x, i) => (i === 0 || i === 7 ? x.padEnd(widths[i]!) : x.padStart(widths[i]!))).join(' | ')} |`;
+    const table = [line(head), `|${widths.map((w, i) => (i === 0 || i === 7 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...rows.map(line)].join('\n');
+    const faults = [...faultLog].map(([n, c]) => `${n} ×${c}`).join(', ');
+    process.stdout.write(`\n${table}\n\nfaults injected: ${faults}\n`);
+    if (args.record) {
+      const when = new Date().toISOString().slice(0, 10);
+      await appendFile(
+        join(REPO, 'bench/RESULTS.md'),
+        `\n## ${when} — soak, ${MINUTES} min\n\nMachine: ${await machine()}. ${CONCURRENCY} concurrent requests, random mode and dataset (0 B to 100 MB), faults on the connector's link to the router.\n\n${table}\n\nFaults injected: ${faults}.\n`,
+      );
+    }
+    const bad = [...tallies.values()].reduce((n, t) => n + t.lost + t.corrupt, 0);
+    if (bad > 0) process.exitCode = 1;
+  } finally {
+    await closeHttp();
+    await stack.stop();
+    await toRouter.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`soak: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
