@@ -123,12 +123,12 @@ export function elapsed(start: bigint): number {
 const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000, 8000, 8000];
 
 /**
- * Runs one try of a sync or stream request, and again while the connection to the router is
- * lost (router restart, dropped link) — only with an Idempotency-Key, so the router hands back
- * the same request rather than starting a second one. The sink carries over: bytes already
- * written are compared, not written twice.
+ * Runs one try of a request (or of an offload download), and again while the connection is
+ * lost (router restart, dropped link, cut download) — only with an Idempotency-Key, so the
+ * router hands back the same request rather than starting a second one. The sink carries
+ * over: bytes already written are compared, not written twice.
  */
-export async function withReconnects<T>(opts: RequestOptions, sink: Sink, once: () => Promise<T>): Promise<T> {
+export async function withReconnects<T>(opts: RequestOptions, sink: Pick<Sink, 'replay'> | null, once: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try {
       return await once();
@@ -136,7 +136,7 @@ export async function withReconnects<T>(opts: RequestOptions, sink: Sink, once: 
       const delay = RETRY_DELAYS_MS[i];
       if (!(err instanceof ConnectionLost) || !opts.idempotencyKey || opts.retry === false || delay === undefined || opts.signal?.aborted) throw err;
       opts.onRetry?.(err, i + 1, delay);
-      sink.replay();
+      sink?.replay();
       await new Promise((r) => setTimeout(r, delay));
     }
   }

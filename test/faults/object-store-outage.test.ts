@@ -42,3 +42,25 @@ test('the store is unreachable for 3 s during an offload: the result still arriv
   assert.equal(r.checksum, xxh64(data));
   assert.ok(Buffer.concat(parts).equals(data), 'byte-identical');
 });
+
+test('a download cut mid-way is fetched again and compared, not written twice', async () => {
+  const data = await s.writeData('offload-cut.bin', randomBytes(16 * 1024 * 1024));
+  const out = new PassThrough();
+  const parts: Buffer[] = [];
+  out.on('data', (d: Buffer) => parts.push(d));
+  let cut = false;
+  const retries: string[] = [];
+  const r = await requestOffload(s.clientCfg(), { connector: s.connectorId, dataset: 'offload-cut.bin' }, out, {
+    idempotencyKey: randomUUID(),
+    onRetry: (err) => retries.push(err.message),
+    onProgress: (n) => {
+      if (n > 4 * 1024 * 1024 && !cut) {
+        cut = true;
+        proxy.cutAll();
+      }
+    },
+  });
+  assert.ok(cut && retries.length >= 1, `the download was cut and retried (${retries.join('; ')})`);
+  assert.equal(r.checksum, xxh64(data));
+  assert.ok(Buffer.concat(parts).equals(data), 'byte-identical, every byte once');
+});
