@@ -11,7 +11,7 @@
 //   sync     10 concurrent 100 MB sync requests (5 CSV, 5 random bytes), verified end to end
 //            (held in memory up to RELAY_SYNC_MEMORY_BYTES, the rest in spill files).
 // Prints one table: RSS at rest just before each scenario, peak and median during it, growth of the
-// peak over idle, the target. --trace prints every sample; --record appends the table, dated and
+// peak over that rest value, the target. --trace prints every sample; --record appends the table, dated and
 // with the machine description, to bench/RESULTS.md.
 import { execFile } from 'node:child_process';
 import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
@@ -145,9 +145,9 @@ interface Row {
   note: string;
 }
 
-function table(rows: Row[], idle: number): string {
-  const head = ['scenario', 'before MB', 'peak RSS MB', 'median MB', 'growth over idle MB', 'target', 'met', 'notes'];
-  const body = rows.map((r) => [r.scenario, r.before.toFixed(1), r.peak.toFixed(1), r.median.toFixed(1), (r.peak - idle).toFixed(1), r.target, r.met ? 'yes' : 'NO', r.note]);
+function table(rows: Row[]): string {
+  const head = ['scenario', 'before MB', 'peak RSS MB', 'median MB', 'growth MB (peak − before)', 'target', 'met', 'notes'];
+  const body = rows.map((r) => [r.scenario, r.before.toFixed(1), r.peak.toFixed(1), r.median.toFixed(1), (r.peak - r.before).toFixed(1), r.target, r.met ? 'yes' : 'NO', r.note]);
   const right = new Set([1, 2, 3, 4]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => (right.has(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
@@ -212,7 +212,7 @@ async function main(): Promise<void> {
       peak: st.peak,
       median: st.median,
       target: `growth ≤ window ${WINDOW_MB.toFixed(1)} MB + ${SLACK_MB} MB`,
-      met: st.peak - base <= WINDOW_MB + SLACK_MB,
+      met: st.peak - before <= WINDOW_MB + SLACK_MB,
       note: `client read ${(st.result / MB).toFixed(1)} MB`,
     });
     await sleep(2000);
@@ -226,7 +226,7 @@ async function main(): Promise<void> {
       peak: off.peak,
       median: off.median,
       target: `growth ≈ 0 (≤ ${SLACK_MB} MB)`,
-      met: off.peak - base <= SLACK_MB,
+      met: off.peak - before <= SLACK_MB,
       note: `${(off.result.bytes / MB).toFixed(1)} MB in ${off.result.seconds.toFixed(1)} s, verified ${off.result.verified ? 'yes' : 'NO'}`,
     });
     await sleep(2000);
@@ -262,7 +262,7 @@ async function main(): Promise<void> {
       note: `${(total / MB).toFixed(0)} MB in ${seconds.toFixed(1)} s, verified ${verified ? 'yes' : 'NO'}, ${(spilled / MB).toFixed(0)} MB spilled, ${left} spill files left`,
     });
 
-    const t = table(rows, base);
+    const t = table(rows);
     process.stdout.write(`\n${t}\n`);
     if (args.record) {
       const when = new Date().toISOString().slice(0, 10);

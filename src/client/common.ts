@@ -89,9 +89,10 @@ export async function failureAfterStart(
   }
   const message = `${what} truncated after ${sink.bytes} bytes (${describe(err)})`;
   if (status?.status === 'failed') return new RelayError('CONNECTOR_ERROR', message, { requestId, cause: err });
-  // The request is still alive (or the router is unreachable): a retry can re-attach to it.
-  if (!status || status.status !== 'complete') return new ConnectionLost(message, { requestId, cause: err });
-  return new RelayError('INTERNAL', message, { requestId, cause: err });
+  // The request is alive, or complete but its bytes were lost on the way, or the router is
+  // unreachable: a retry with the same Idempotency-Key re-attaches (a completed request is
+  // fetched from the connector again).
+  return new ConnectionLost(message, { requestId, cause: err });
 }
 
 /** The checksum for a body that came without one: the request's status once complete. */

@@ -7,7 +7,7 @@ import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.j
 import { readJson } from '../http.js';
 import type { Sink } from '../results.js';
 import { keys } from '../redis.js';
-import { decodeUpload, readUpload } from './uploads.js';
+import { decodeUpload, readUpload, uploadBody, uploadHead } from './uploads.js';
 
 const MAX_INDEX = 10_000_000;
 /** How long a chunk may wait for room in a stream window before BACKPRESSURE is answered. */
@@ -59,29 +59,34 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const indexText = c.req.param('index');
     if (!/^\d{1,8}$/.test(indexText) || Number(indexText) > MAX_INDEX) throw new RelayError('BAD_REQUEST', `chunk index must be an integer from 0 to ${MAX_INDEX}`);
     const index = Number(indexText);
-    let up;
-    try {
-      up = await readUpload(c.env.incoming, deps.cfg.chunkSize);
-    } catch (err) {
-      if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
-      throw err;
-    }
-    const sink = await sinkFor(id, p.id, up.attempt);
+    const req = c.env.incoming;
+    // Room first, body second: a chunk that would only be answered BACKPRESSURE is never
+    // buffered (a slow client must not turn into allocations on the router).
+    const head = uploadHead(req, deps.cfg.chunkSize);
+    const sink = await sinkFor(id, p.id, head.attempt);
     await sink.waitForRoom(index, ROOM_WAIT_MS);
     let admitted;
     try {
-      admitted = sink.admit(index, up.decodedLength);
+      admitted = sink.admit(index, head.decodedLength);
     } catch (err) {
+      req.resume();
       if (err instanceof RelayError && err.code === 'BACKPRESSURE') {
         metrics.backpressure.inc();
         // A connector held back by a slow client is alive: its lease is renewed.
-        await requests.guard(id, p.id, up.attempt, 'upload');
+        await requests.guard(id, p.id, head.attempt, 'upload');
       }
       if (err instanceof RelayError && err.code === 'RESULT_TOO_LARGE') await failWith(id, sink, err);
       throw err;
     }
     let stored = false;
     try {
+      let up;
+      try {
+        up = await uploadBody(req, head, deps.cfg.chunkSize);
+      } catch (err) {
+        if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
+        throw err;
+      }
       const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
       const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
       if (state === 'NEW' && admitted === 'ok') {

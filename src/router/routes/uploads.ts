@@ -25,8 +25,10 @@ function intHeader(req: IncomingMessage, name: string, max: number): number {
   return Number(v);
 }
 
-/** Reads and verifies one upload: headers, size limit, xxh64 of the body as sent. */
-export async function readUpload(req: IncomingMessage, chunkSize: number): Promise<Upload> {
+export type UploadHead = Omit<Upload, 'body'>;
+
+/** The headers of one upload, checked before its body is read. */
+export function uploadHead(req: IncomingMessage, chunkSize: number): UploadHead {
   const attempt = intHeader(req, HEADERS.attempt, 1000);
   if (attempt < 1) throw new RelayError('BAD_REQUEST', `header ${HEADERS.attempt} must be at least 1`);
   const checksum = header(req, HEADERS.checksum);
@@ -35,11 +37,21 @@ export async function readUpload(req: IncomingMessage, chunkSize: number): Promi
   if (ce !== 'zstd' && ce !== 'identity') throw new RelayError('BAD_REQUEST', `Content-Encoding ${ce} is not supported (zstd or none)`);
   const decodedLength = intHeader(req, HEADERS.decodedLength, Number.MAX_SAFE_INTEGER);
   if (decodedLength > chunkSize) throw new RelayError('RESULT_TOO_LARGE', `chunk of ${decodedLength} decoded bytes is over the chunk size ${chunkSize}`);
+  return { attempt, checksum, encoding: ce === 'zstd' ? 'zstd' : 'identity', decodedLength };
+}
+
+/** Reads the body of an upload whose head was checked, and verifies its xxh64 as sent. */
+export async function uploadBody(req: IncomingMessage, head: UploadHead, chunkSize: number): Promise<Upload> {
   // A zstd frame of at most chunkSize bytes is never much larger than chunkSize.
   const body = await readBody(req, chunkSize + 1024, 'RESULT_TOO_LARGE');
   const got = xxh64(body);
-  if (got !== checksum) throw new RelayError('CHECKSUM_MISMATCH', `body checksum ${got} does not match ${HEADERS.checksum} ${checksum}: resend`);
-  return { attempt, checksum, encoding: ce === 'zstd' ? 'zstd' : 'identity', decodedLength, body };
+  if (got !== head.checksum) throw new RelayError('CHECKSUM_MISMATCH', `body checksum ${got} does not match ${HEADERS.checksum} ${head.checksum}: resend`);
+  return { ...head, body };
+}
+
+/** Reads and verifies one upload: headers, size limit, xxh64 of the body as sent. */
+export async function readUpload(req: IncomingMessage, chunkSize: number): Promise<Upload> {
+  return uploadBody(req, uploadHead(req, chunkSize), chunkSize);
 }
 
 export function decodeUpload(u: Upload): Promise<Buffer> {
