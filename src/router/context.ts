@@ -30,6 +30,8 @@ export interface RouterDeps {
   storage: Storage;
   metrics: Metrics;
   log: Logger;
+  /** Client answers this instance is still working on: a stopping router waits for them. */
+  openAnswers: { count: number };
   /** False once shutdown has begun: new client requests are refused. */
   accepting: () => boolean;
 }

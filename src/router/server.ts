@@ -6,7 +6,6 @@ import type { AddressInfo } from 'node:net';
 import { createAdaptorServer } from '@hono/node-server';
 import type { RouterConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
-import { following } from './routes/client.js';
 import { createApp } from './app.js';
 import { Auth } from './auth.js';
 import { Bus } from './bus.js';
@@ -78,8 +77,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
 
   let accepting = true;
   const sinks = new Sinks();
+  const openAnswers = { count: 0 };
   const spill = await SyncSpill.open({ memoryBytes: cfg.syncMemoryBytes, root: cfg.spillDir }, metrics, log);
-  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, spill, storage, metrics, log, accepting: () => accepting });
+  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, spill, storage, metrics, log, openAnswers, accepting: () => accepting });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   // Event streams are long-lived; Node's default request timeout would cut them.
   server.requestTimeout = 0;
@@ -105,8 +105,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
       hub.closeAll();
       // In-flight client answers get a bounded time to finish.
       const deadline = Date.now() + cfg.shutdownGraceS * 1000;
-      while ((sinks.size > 0 || following.count > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-      if (sinks.size > 0 || following.count > 0) log.warn({ answers: Math.max(sinks.size, following.count) }, 'shutdown grace over: cutting the answers still open (clients re-attach with their Idempotency-Key)');
+      // Every client answer (a sync/stream sink included) is counted until it is handed over.
+      while (openAnswers.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      if (openAnswers.count > 0) log.warn({ answers: openAnswers.count }, 'shutdown grace over: cutting the answers still open (clients re-attach with their Idempotency-Key)');
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeAllConnections();

@@ -27,13 +27,13 @@ after(async () => {
 
 type Outcome = { kind: 'ok' } | { kind: 'error'; code: string } | { kind: 'corrupt'; why: string };
 
-async function fetchOne(mode: 'sync' | 'stream' | 'offload', dataset: string, want: Buffer): Promise<Outcome> {
+async function fetchOne(mode: 'sync' | 'stream' | 'offload', dataset: string, want: Buffer, stack: Stack = s): Promise<Outcome> {
   const out = new PassThrough();
   const parts: Buffer[] = [];
   out.on('data', (d: Buffer) => parts.push(d));
   const fn = mode === 'sync' ? requestSync : mode === 'stream' ? requestStream : requestOffload;
   try {
-    await fn(s.clientCfg(), { connector: s.connectorId, dataset, timeout_s: 60 }, out, { idempotencyKey: randomUUID() });
+    await fn(stack.clientCfg(), { connector: stack.connectorId, dataset, timeout_s: 60 }, out, { idempotencyKey: randomUUID() });
     const got = Buffer.concat(parts);
     return got.equals(want) ? { kind: 'ok' } : { kind: 'corrupt', why: `${got.length} bytes, xxh64 ${xxh64(got)} ≠ ${xxh64(want)}` };
   } catch (err) {
@@ -73,19 +73,7 @@ test('the router\'s link to Redis is cut and refused for 2 s (fault proxy): noth
   try {
     const data = await t.writeData('link.bin', randomBytes(4 * 1024 * 1024));
     const modes = ['sync', 'stream', 'offload'] as const;
-    const fetchVia = async (mode: (typeof modes)[number]): Promise<Outcome> => {
-      const out = new PassThrough();
-      const parts: Buffer[] = [];
-      out.on('data', (d: Buffer) => parts.push(d));
-      const fn = mode === 'sync' ? requestSync : mode === 'stream' ? requestStream : requestOffload;
-      try {
-        await fn(t.clientCfg(), { connector: t.connectorId, dataset: 'link.bin', timeout_s: 60 }, out, { idempotencyKey: randomUUID() });
-        return Buffer.concat(parts).equals(data) ? { kind: 'ok' } : { kind: 'corrupt', why: 'bytes differ' };
-      } catch (err) {
-        if (err instanceof RelayError && err.message) return { kind: 'error', code: err.code };
-        return { kind: 'corrupt', why: String(err) };
-      }
-    };
+    const fetchVia = (mode: (typeof modes)[number]) => fetchOne(mode, 'link.bin', data, t);
     const runs = Array.from({ length: 6 }, (_, i) => fetchVia(modes[i % 3]!));
     await sleep(100);
     link.cutAll();

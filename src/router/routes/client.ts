@@ -174,9 +174,6 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   return true;
 }
 
-/** Client answers this instance is still working on (a stopping router waits for them). */
-export const following = { count: 0 };
-
 /** Waits for the request to end and answers the client (the sink does, for sync and stream). */
 async function follow(
   deps: RouterDeps,
@@ -185,21 +182,15 @@ async function follow(
   sink: Sink | null,
   reattachable: boolean,
 ): Promise<void> {
-  following.count++;
+  deps.openAnswers.count++;
   try {
-    await followRequest(deps, res, r, sink, reattachable);
+    await answer(deps, res, r, sink, reattachable);
   } finally {
-    following.count--;
+    deps.openAnswers.count--;
   }
 }
 
-async function followRequest(
-  deps: RouterDeps,
-  res: ServerResponse,
-  r: { id: string; mode: Mode; deadline: number; started: number },
-  sink: Sink | null,
-  reattachable: boolean,
-): Promise<void> {
+async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof follow>): Promise<void> {
   const { requests, metrics, cfg } = deps;
   const { id, mode, deadline, started } = r;
   let clientGone = false;
