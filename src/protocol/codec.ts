@@ -91,6 +91,40 @@ export function rawZstdFrame(data: Uint8Array): Buffer {
 }
 
 /**
+ * The same frame as rawZstdFrame, as a list of buffers that reference the data instead of
+ * copying it: the router writes a raw chunk to a pass-through client without a 512 KiB copy.
+ */
+export function rawZstdFramePieces(pieces: readonly Buffer[]): Buffer[] {
+  const total = pieces.reduce((n, p) => n + p.length, 0);
+  const head = Buffer.allocUnsafe(13);
+  head.writeUInt32LE(ZSTD_MAGIC, 0);
+  head.writeUInt8((3 << 6) | (1 << 5), 4);
+  head.writeBigUInt64LE(BigInt(total), 5);
+  const out: Buffer[] = [head];
+  const blocks = Math.max(1, Math.ceil(total / MAX_RAW_BLOCK));
+  let p = 0;
+  let at = 0;
+  for (let b = 0; b < blocks; b++) {
+    let size = Math.min(MAX_RAW_BLOCK, total - b * MAX_RAW_BLOCK);
+    const bh = Buffer.allocUnsafe(3);
+    bh.writeUIntLE((b === blocks - 1 ? 1 : 0) | (size << 3), 0, 3);
+    out.push(bh);
+    while (size > 0) {
+      const piece = pieces[p]!;
+      const k = Math.min(size, piece.length - at);
+      out.push(at === 0 && k === piece.length ? piece : piece.subarray(at, at + k));
+      size -= k;
+      at += k;
+      if (at === piece.length) {
+        p++;
+        at = 0;
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Cuts a byte stream of concatenated zstd (or skippable) frames into whole frames without
  * decompressing it, reading block headers as bytes arrive (no re-scan, one copy per frame).
  */

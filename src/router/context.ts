@@ -5,6 +5,7 @@ import type { RouterConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Auth, Principal } from './auth.js';
+import type { BufferPool } from './buffer-pool.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';
 import type { Dispatcher } from './dispatch.js';
@@ -25,6 +26,8 @@ export interface RouterDeps {
   hub: Hub;
   dispatcher: Dispatcher;
   sinks: Sinks;
+  /** Reused buffers for chunk bodies (uploadLimit(chunkSize) bytes each). */
+  chunkBuffers: BufferPool;
   /** The memory budget and spill files that sync results share. */
   spill: SyncSpill;
   storage: Storage;

@@ -17,8 +17,13 @@ export function sendError(res: ServerResponse, err: RelayError): void {
   res.end(JSON.stringify(err.toBody()));
 }
 
-/** Reads a request body into one Buffer, refusing more than `limit` bytes. */
-export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCode = 'BAD_REQUEST'): Promise<Buffer> {
+/**
+ * Reads a request body into one Buffer, refusing more than `limit` bytes (or more or less than
+ * its Content-Length). With `into`, the bytes are copied there (a pooled buffer; the limit is
+ * at most its size) and the answer is the filled part of it.
+ */
+export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCode = 'BAD_REQUEST', into?: Buffer): Promise<Buffer> {
+  if (into) limit = Math.min(limit, into.length);
   const declared = req.headers['content-length'];
   const length = declared === undefined ? null : Number(declared);
   const over = () => new RelayError(tooLarge, `body over the limit of ${limit} bytes for this route`);
@@ -28,7 +33,7 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
     return Promise.reject(over());
   }
   return new Promise<Buffer>((resolve, reject) => {
-    let buf = length !== null ? Buffer.allocUnsafe(length) : null;
+    let buf = into ?? (length !== null ? Buffer.allocUnsafe(length) : null);
     const pieces: Buffer[] = [];
     let got = 0;
     req.on('data', (d: Buffer) => {
@@ -43,10 +48,9 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
       got += d.length;
     });
     req.on('end', () => {
-      if (buf) {
-        if (got !== length) reject(new RelayError('BAD_REQUEST', `body ended after ${got} of ${length} bytes`));
-        else resolve(buf);
-      } else resolve(Buffer.concat(pieces, got));
+      if (length !== null && got !== length) reject(new RelayError('BAD_REQUEST', `body ended after ${got} of ${length} bytes`));
+      else if (buf) resolve(buf.length === got ? buf : buf.subarray(0, got));
+      else resolve(Buffer.concat(pieces, got));
       buf = null;
     });
     req.on('error', (e) => reject(new RelayError('BAD_REQUEST', `body could not be read: ${e.message}`)));

@@ -5,7 +5,7 @@
 import type { ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { Xxh64Stream } from '../protocol/checksum.js';
-import { rawZstdFrame, type Encoding } from '../protocol/codec.js';
+import { rawZstdFramePieces, type Encoding } from '../protocol/codec.js';
 import { RelayError } from '../protocol/errors.js';
 import { HEADERS, type Mode } from '../protocol/wire.js';
 import { sendError } from './http.js';
@@ -25,10 +25,17 @@ export interface CompleteMeta {
 /** A chunk as the sink needs it: decoded bytes, or (pass-through) the zstd frame. */
 export interface SinkChunk {
   index: number;
+  /** The body as sent. */
   body: Buffer;
   encoding: Encoding;
   decodedLength: number;
   decoded?: Buffer;
+  /**
+   * Hands a pooled body back. A sink that keeps or writes the body calls it once the bytes are
+   * no longer needed (a stream sink: when the client's socket has taken them); one that never
+   * calls it just leaves the buffer to the GC.
+   */
+  release?: () => void;
 }
 
 export abstract class Sink {
@@ -92,7 +99,8 @@ export abstract class Sink {
 
 export class StreamSink extends Sink {
   private next = 0;
-  private readonly window = new Map<number, Buffer>();
+  /** Chunks waiting for their turn: the buffers to write (a raw chunk's zstd framing references its body). */
+  private readonly window = new Map<number, { bufs: Buffer[]; release?: () => void }>();
   private readonly reserved = new Set<number>();
   private readonly hasher: Xxh64Stream | null;
   private bytesOut = 0;
@@ -160,11 +168,14 @@ export class StreamSink extends Sink {
 
   put(chunk: SinkChunk): void {
     this.reserved.delete(chunk.index);
-    if (this.ended || chunk.index < this.next) return;
-    let out: Buffer;
-    if (this.zstdPassthrough) out = chunk.encoding === 'zstd' ? chunk.body : rawZstdFrame(chunk.body);
-    else out = chunk.decoded ?? chunk.body;
-    this.window.set(chunk.index, out);
+    if (this.ended || chunk.index < this.next) {
+      chunk.release?.();
+      return;
+    }
+    let bufs: Buffer[];
+    if (this.zstdPassthrough) bufs = chunk.encoding === 'zstd' ? [chunk.body] : rawZstdFramePieces([chunk.body]);
+    else bufs = [chunk.decoded ?? chunk.body];
+    this.window.set(chunk.index, { bufs, release: chunk.release });
     this.bytesOut += chunk.decodedLength;
     void this.pump();
   }
@@ -174,13 +185,25 @@ export class StreamSink extends Sink {
     this.pumping = true;
     try {
       while (!this.ended && this.window.has(this.next)) {
-        const buf = this.window.get(this.next)!;
+        const { bufs, release } = this.window.get(this.next)!;
         this.window.delete(this.next);
         this.next++;
-        this.hasher?.update(buf);
-        this.onBytes(buf.length);
+        let n = 0;
+        // One writev per chunk: corked, the framing and the body go out together.
+        this.res.cork();
+        let room = true;
+        for (let i = 0; i < bufs.length; i++) {
+          const b = bufs[i]!;
+          this.hasher?.update(b);
+          n += b.length;
+          // The last write's callback runs once the socket has taken the bytes (or failed):
+          // only then may a pooled body be reused.
+          room = i === bufs.length - 1 && release ? this.res.write(b, () => release()) : this.res.write(b);
+        }
+        this.res.uncork();
+        this.onBytes(n);
         this.wakeRoomWaiters();
-        if (!this.res.write(buf)) await drainOrClose(this.res);
+        if (!room) await drainOrClose(this.res);
       }
     } finally {
       this.pumping = false;

@@ -8,12 +8,14 @@ import type { RouterConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { createApp } from './app.js';
 import { Auth } from './auth.js';
+import { BufferPool } from './buffer-pool.js';
 import { Bus } from './bus.js';
 import { CommandLog, Hub } from './commands.js';
 import { Dispatcher } from './dispatch.js';
 import { createMetrics } from './metrics.js';
 import { connectRedis } from './redis.js';
 import { Requests } from './requests.js';
+import { uploadLimit } from './routes/uploads.js';
 import { Sinks } from './results.js';
 import { SyncSpill } from './spill.js';
 import { startDevS3, Storage } from './storage.js';
@@ -79,7 +81,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   const sinks = new Sinks();
   const openAnswers = { count: 0 };
   const spill = await SyncSpill.open({ memoryBytes: cfg.syncMemoryBytes, root: cfg.spillDir }, metrics, log);
-  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, spill, storage, metrics, log, openAnswers, accepting: () => accepting });
+  // Free buffers kept for reuse: one stream window's worth (in use ones are bounded by the windows).
+  const chunkBuffers = new BufferPool(uploadLimit(cfg.chunkSize), cfg.streamWindowChunks);
+  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, spill, storage, metrics, log, openAnswers, accepting: () => accepting });
   const server = createAdaptorServer({ fetch: app.fetch }) as Server;
   // Event streams are long-lived; Node's default request timeout would cut them.
   server.requestTimeout = 0;

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { encodeChunk, decodeChunk, rawZstdFrame, zstdDecompress, zstdCompress, ZstdFrameSplitter } from '../../src/protocol/codec.js';
+import { encodeChunk, decodeChunk, rawZstdFrame, rawZstdFramePieces, zstdDecompress, zstdCompress, ZstdFrameSplitter } from '../../src/protocol/codec.js';
 import { xxh64, Xxh64Stream } from '../../src/protocol/checksum.js';
 
 test('xxh64 matches the reference value and the streaming form', () => {
@@ -29,6 +29,22 @@ test('rawZstdFrame is a valid zstd frame for empty, small and multi-block inputs
   for (const n of [0, 1, 131072, 131073, 600_000]) {
     const data = randomBytes(n);
     assert.deepEqual(await zstdDecompress(rawZstdFrame(data)), data, `size ${n}`);
+  }
+});
+
+test('rawZstdFramePieces builds the same frame from pieces of any size, without copying them', () => {
+  for (const n of [0, 1, 131072, 131073, 600_000]) {
+    const data = randomBytes(n);
+    // Socket-like pieces: 64 KiB and odd sizes that straddle the 128 KiB block boundaries.
+    const pieces: Buffer[] = [];
+    for (let at = 0, k = 0; at < n; k++) {
+      const len = Math.min(n - at, k % 2 ? 65536 : 40_001);
+      pieces.push(data.subarray(at, at + len));
+      at += len;
+    }
+    const out = rawZstdFramePieces(pieces);
+    assert.deepEqual(Buffer.concat(out), rawZstdFrame(data), `size ${n}`);
+    if (n > 0) assert.ok(out.some((b) => b.buffer === data.buffer), 'data is referenced, not copied');
   }
 });
 

@@ -79,10 +79,12 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       throw err;
     }
     let stored = false;
+    const lease = deps.chunkBuffers.acquire();
+    let handedOver = false;
     try {
       let up;
       try {
-        up = await uploadBody(req, head, deps.cfg.chunkSize);
+        up = await uploadBody(req, head, deps.cfg.chunkSize, lease.buf);
       } catch (err) {
         if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
         throw err;
@@ -90,12 +92,16 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
       const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
       if (state === 'NEW' && admitted === 'ok') {
-        sink.put({ index, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded });
+        // The sink keeps the pooled body when it writes it as is (pass-through, or a raw chunk);
+        // a decompressed chunk leaves the body free at once.
+        handedOver = sink.passthrough || up.encoding === 'identity';
+        sink.put({ index, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded, release: handedOver ? () => lease.release() : undefined });
         stored = true;
       }
       metrics.chunksReceived.inc({ outcome: state === 'NEW' ? 'stored' : 'duplicate' });
       return c.body(null, state === 'NEW' ? 201 : 200);
     } finally {
+      if (!handedOver) lease.release();
       if (!stored && admitted === 'ok') sink.release(index);
     }
   });

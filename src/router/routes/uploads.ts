@@ -11,6 +11,7 @@ export interface Upload {
   checksum: string;
   encoding: Encoding;
   decodedLength: number;
+  /** The body as sent. */
   body: Buffer;
 }
 
@@ -40,10 +41,15 @@ export function uploadHead(req: IncomingMessage, chunkSize: number): UploadHead 
   return { attempt, checksum, encoding: ce === 'zstd' ? 'zstd' : 'identity', decodedLength };
 }
 
-/** Reads the body of an upload whose head was checked, and verifies its xxh64 as sent. */
-export async function uploadBody(req: IncomingMessage, head: UploadHead, chunkSize: number): Promise<Upload> {
-  // A zstd frame of at most chunkSize bytes is never much larger than chunkSize.
-  const body = await readBody(req, chunkSize + 1024, 'RESULT_TOO_LARGE');
+/** The most bytes an upload body may have: a zstd frame of chunkSize bytes is never much larger. */
+export const uploadLimit = (chunkSize: number) => chunkSize + 1024;
+
+/**
+ * Reads the body of an upload whose head was checked (into `into`, a pooled buffer of
+ * uploadLimit bytes, when given), and verifies its xxh64 as sent.
+ */
+export async function uploadBody(req: IncomingMessage, head: UploadHead, chunkSize: number, into?: Buffer): Promise<Upload> {
+  const body = await readBody(req, uploadLimit(chunkSize), 'RESULT_TOO_LARGE', into);
   const got = xxh64(body);
   if (got !== head.checksum) throw new RelayError('CHECKSUM_MISMATCH', `body checksum ${got} does not match ${HEADERS.checksum} ${head.checksum}: resend`);
   return { ...head, body };
