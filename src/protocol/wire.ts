@@ -161,3 +161,13 @@ export interface ConnectorInfo {
   in_flight: number;
   session_id: string | null;
 }
+
+/** GET /v1/queue (admin): jobs of the command queue by state. */
+export interface QueueCounts {
+  queue: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+  failed: number;
+  completed: number;
+}
