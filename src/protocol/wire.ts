@@ -29,6 +29,8 @@ export const HEADERS = {
   requestId: 'x-relay-request-id',
   retryAfterMs: 'retry-after-ms',
   idempotencyKey: 'idempotency-key',
+  /** request-stream answers: the decoded result size, when the connector announced it. */
+  totalBytes: 'x-relay-total-bytes',
 } as const;
 
 export const SSE_EVENTS = { hello: 'hello', command: 'command', cancel: 'cancel' } as const;

@@ -154,6 +154,8 @@ export class StreamSink extends Sink {
       'x-accel-buffering': 'no',
     };
     if (this.zstdPassthrough) headers['content-encoding'] = 'zstd';
+    // The decoded size when the connector announced it (the web page's progress bar).
+    if (meta.totalBytes != null) headers[HEADERS.totalBytes] = String(meta.totalBytes);
     this.res.writeHead(200, headers);
     this.res.flushHeaders();
   }
