@@ -47,7 +47,9 @@ export abstract class Sink {
     protected readonly res: ServerResponse,
   ) {
     res.on('close', () => {
-      if (!this.ended) {
+      // writableFinished: the whole answer was handed over and 'close' merely came before the
+      // sink's own end step; that client did not go away.
+      if (!this.ended && !res.writableFinished) {
         this.ended = true;
         this.onClientGone();
         this.resolveDone();
