@@ -10,15 +10,16 @@ RUN apt-get update \
 WORKDIR /app
 # Build native addons against the headers shipped in the image instead of downloading them.
 ENV npm_config_nodedir=/usr/local CI=true
-COPY package.json package-lock.json tsconfig.json ./
+COPY package.json package-lock.json tsconfig.json tsconfig.web.json ./
 COPY scripts ./scripts
 COPY bin ./bin
 COPY src ./src
+COPY web ./web
 # postinstall: scripts/build-zstd.sh (zstd addon) and `npm run build` (tsc → dist/)
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
-# ---- runtime: node, libzstd1, production node_modules, dist/src ----
+# ---- runtime: node, libzstd1, production node_modules, dist/src, the web pages ----
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libzstd1 \
@@ -28,6 +29,8 @@ ENV NODE_ENV=production
 COPY --from=build /app/package.json /app/package-lock.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/dist/web ./dist/web
+COPY --from=build /app/web ./web
 COPY --from=build /app/bin ./bin
 USER node
 EXPOSE 8080

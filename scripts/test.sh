@@ -13,6 +13,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/lib/deps.sh
 source scripts/lib/redis.sh
+source scripts/lib/chromium.sh
 
 trap stop_redis EXIT
 trap 'exit 130' INT
@@ -20,6 +21,7 @@ trap 'exit 143' TERM
 
 ensure_node_deps
 ensure_redis
+ensure_chromium
 
 opts=()
 targets=()

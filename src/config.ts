@@ -100,6 +100,8 @@ const connectorSettings = {
   uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 4 },
   connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
   zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },
+  metricsPort: { flag: 'metricsPort', env: 'RELAY_METRICS_PORT', schema: int(0, 65535).optional(), default: undefined },
+  metricsHost: { flag: 'metricsHost', env: 'RELAY_METRICS_HOST', schema: z.string().min(1), default: '127.0.0.1' },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
 } satisfies Record<string, Setting<unknown>>;
 
@@ -120,6 +122,21 @@ export function clientConfig(flags: Flags = {}, env: Env = process.env): ClientC
   const c = read(clientSettings, flags, env);
   if (!c.apiKey) throw new ConfigError('invalid configuration: a client key is required (--key or RELAY_API_KEY)');
   return { routerUrl: c.routerUrl, apiKey: c.apiKey };
+}
+
+const statusSettings = {
+  ...clientSettings,
+  adminToken: { env: 'RELAY_ADMIN_TOKEN', schema: z.string().min(1).optional(), default: undefined },
+} satisfies Record<string, Setting<unknown>>;
+
+/** `relay status`: the admin secret (every tenant, queue counts) or a client key (its tenant). */
+export function statusConfig(flags: Flags = {}, env: Env = process.env): ClientConfig & { admin: boolean } {
+  const c = read(statusSettings, flags, env);
+  // An explicit --key wins over the admin secret in the environment.
+  const useAdmin = c.adminToken !== undefined && flags.key === undefined;
+  const secret = useAdmin ? c.adminToken : c.apiKey;
+  if (!secret) throw new ConfigError('invalid configuration: the admin secret (RELAY_ADMIN_TOKEN) or a client key (--key or RELAY_API_KEY) is required');
+  return { routerUrl: c.routerUrl, apiKey: secret, admin: useAdmin };
 }
 
 const adminSettings = {

@@ -7,6 +7,7 @@ import { register as registerRequest } from './request.js';
 import { register as registerAdmin } from './admin.js';
 import { register as registerDemo } from './demo.js';
 import { register as registerSampleData } from './sample-data.js';
+import { register as registerStatus } from './status.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -21,5 +22,6 @@ registerRequest(program);
 registerAdmin(program);
 registerDemo(program);
 registerSampleData(program);
+registerStatus(program);
 
 await program.parseAsync(process.argv);

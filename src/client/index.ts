@@ -6,3 +6,4 @@ export { getStatus, cancel } from './status.js';
 export { closeHttp } from './http.js';
 export type { RequestOptions, RequestResult } from './common.js';
 export type { ProgressFn } from './body.js';
+export { listConnectors, queueCounts } from './fleet.js';

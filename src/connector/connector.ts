@@ -9,6 +9,7 @@ import { cancelSchema, commandSchema, type Command } from '../protocol/wire.js';
 import { requestPath, type ResultSummary, type UploadContext } from './context.js';
 import { EventStream } from './events.js';
 import { HttpError, RouterHttp } from './http.js';
+import { createConnectorMetrics, serveMetrics } from './metrics.js';
 import { offloadResult } from './offload.js';
 import { WorkerPool, type PoolJob } from './pool.js';
 import { UPLOAD_RETRY, type RetryPolicy } from './retry.js';
@@ -128,6 +129,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   /** Aborts what outlives the commands themselves (error reports, repeated acks) at shutdown. */
   const closing = new AbortController();
   const leases = new Map<PoolJob, Lease>();
+  // `events` is assigned below; the gauges are only read once the metrics server is up.
+  const metrics = createConnectorMetrics(() => ({ ...pool.stats, connected: events.isConnected }));
 
   log.info(
     { router: cfg.routerUrl, id: cfg.id, tokenFingerprint: fingerprint(cfg.token), dataDir: cfg.dataDir, concurrency: cfg.concurrency, uploadParallel: cfg.uploadParallel, version },
@@ -171,7 +174,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     signal.throwIfAborted();
     const source = await FileSource.open(dataset, cmd.chunk_size, { signal });
     try {
-      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, parallel: cfg.uploadParallel, renew };
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, parallel: cfg.uploadParallel, renew, metrics };
       return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
     } finally {
       await source.close();
@@ -187,18 +190,23 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     log.info({ ...fields, dataset: cmd.dataset, resumeFrom: cmd.resume_from || undefined }, 'command started');
     try {
       const summary = await execute(cmd, signal, renew);
+      metrics.commands.inc({ mode: cmd.mode, outcome: 'delivered' });
+      metrics.bytesSent.inc({ mode: cmd.mode }, summary.sentBytes ?? summary.bytes);
       log.info({ ...fields, ...summary, ms: Date.now() - started }, 'result delivered');
     } catch (err) {
       if (signal.aborted) {
         const reason = signal.reason instanceof Error ? signal.reason.message : String(signal.reason);
+        metrics.commands.inc({ mode: cmd.mode, outcome: 'stopped' });
         log.info({ ...fields, reason }, 'command stopped');
         return true;
       }
       const report = toReport(err);
       if (report === 'gone') {
+        metrics.commands.inc({ mode: cmd.mode, outcome: 'gone' });
         log.info({ ...fields, err: (err as Error).message }, 'router answered GONE: stopping');
         return true;
       }
+      metrics.commands.inc({ mode: cmd.mode, outcome: 'failed' });
       log.warn({ ...fields, code: report.code, err: report.message }, 'command failed');
       await reportError(cmd.request_id, cmd.attempt, report.code, report.message);
     } finally {
@@ -232,6 +240,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     const res = pool.submit(cmd.request_id, cmd.attempt, (signal) => run(cmd, signal, acked, () => lease?.renew()));
     switch (res.kind) {
       case 'duplicate':
+        metrics.commandsRedelivered.inc();
         // A redelivery: the router did not see our ack. Ack again; the work is not repeated.
         log.debug({ request: cmd.request_id, attempt: cmd.attempt }, 'duplicate command acknowledged again');
         postAck(cmd, closing.signal).catch((err: unknown) => onAckError(cmd, err, false));
@@ -243,6 +252,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
         return;
       case 'accepted': {
         const { job } = res;
+        metrics.commandsReceived.inc();
         if (res.superseded) log.info({ request: cmd.request_id, attempt: cmd.attempt, old: res.superseded.attempt }, 'newer attempt replaces the running one');
         lease = new Lease(
           () => events.heartbeatMs,
@@ -285,10 +295,11 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     version,
     dispatcher: http.agent,
     log,
-    handlers: { onCommand, onCancel },
+    handlers: { onCommand, onCancel, onHello: () => metrics.streamConnects.inc() },
     authRetryMs: opts.authRetryMs,
   });
   events.start();
+  const metricsServer = cfg.metricsPort === undefined ? null : await serveMetrics(metrics, cfg.metricsHost, cfg.metricsPort, log);
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs = 10_000): Promise<void> =>
@@ -311,6 +322,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       for (const lease of leases.values()) lease.stop();
       await wait(http.close().catch(() => undefined), 2_000);
       await http.destroy().catch(() => undefined);
+      await metricsServer?.close();
       log.info('connector stopped');
     })());
 

@@ -2,6 +2,7 @@
 import type { Logger } from '../log.js';
 import type { Command } from '../protocol/wire.js';
 import type { RouterHttp } from './http.js';
+import { retryReason, type ConnectorMetrics } from './metrics.js';
 import type { RetryPolicy } from './retry.js';
 
 export interface UploadContext {
@@ -16,6 +17,8 @@ export interface UploadContext {
   parallel: number;
   /** Called whenever the router accepted something: that renews the lease (PROTOCOL §3.2). */
   renew(): void;
+  /** The connector's metrics (upload retries are counted where they are logged). */
+  metrics?: ConnectorMetrics;
 }
 
 export interface ResultSummary {
@@ -36,7 +39,9 @@ export function requestPath(requestId: string): string {
 }
 
 /** Logs retries at debug level; they are routine (backpressure) until they run out. */
-export function retryLogger(ctx: Pick<UploadContext, 'log' | 'cmd'>) {
-  return (info: { what: string; delayMs: number; outcome: { kind: string; status?: number } }) =>
+export function retryLogger(ctx: Pick<UploadContext, 'log' | 'cmd' | 'metrics'>) {
+  return (info: { what: string; delayMs: number; outcome: { kind: string; status?: number } }) => {
+    ctx.metrics?.uploadRetries.inc({ reason: retryReason(info.outcome.status) });
     ctx.log.debug({ request: ctx.cmd.request_id, what: info.what, status: info.outcome.status, delayMs: info.delayMs }, 'retrying upload');
+  };
 }

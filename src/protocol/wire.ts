@@ -29,6 +29,8 @@ export const HEADERS = {
   requestId: 'x-relay-request-id',
   retryAfterMs: 'retry-after-ms',
   idempotencyKey: 'idempotency-key',
+  /** request-stream answers: the decoded result size, when the connector announced it. */
+  totalBytes: 'x-relay-total-bytes',
 } as const;
 
 export const SSE_EVENTS = { hello: 'hello', command: 'command', cancel: 'cancel' } as const;
@@ -160,4 +162,14 @@ export interface ConnectorInfo {
   version: string | null;
   in_flight: number;
   session_id: string | null;
+}
+
+/** GET /v1/queue (admin): jobs of the command queue by state. */
+export interface QueueCounts {
+  queue: string;
+  waiting: number;
+  active: number;
+  delayed: number;
+  failed: number;
+  completed: number;
 }

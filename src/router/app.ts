@@ -9,6 +9,7 @@ import { eventRoutes } from './routes/events.js';
 import { offloadRoutes } from './routes/offload.js';
 import { opsRoutes } from './routes/ops.js';
 import { streamRoutes } from './routes/stream.js';
+import { webRoutes } from './routes/web.js';
 
 export function createApp(deps: RouterDeps): Hono<Env> {
   const app = new Hono<Env>();
@@ -19,6 +20,7 @@ export function createApp(deps: RouterDeps): Hono<Env> {
   streamRoutes(app, deps);
   offloadRoutes(app, deps);
   errorRoutes(app, deps);
+  webRoutes(app, deps);
 
   app.notFound((c) => c.json(new RelayError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`).toBody(), 404));
   app.onError((err, c) => {

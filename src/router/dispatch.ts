@@ -10,7 +10,7 @@ import type { Bus } from './bus.js';
 import { isOnline, type CommandLog } from './commands.js';
 import type { Metrics } from './metrics.js';
 import { keys, type Redis } from './redis.js';
-import { TERMINAL, type RequestRecord, type Requests } from './requests.js';
+import { TERMINAL, type RequestRecord, type RequestSpec, type Requests } from './requests.js';
 
 export const QUEUE_NAME = 'relay-commands';
 
@@ -24,11 +24,16 @@ export interface DispatchConfig {
   concurrency: number;
 }
 
+/** What the queue dashboard shows of a job: the request, its connector and what it asks for. */
 interface JobData {
   requestId: string;
   connector: string;
   tenant: string;
   mode: string;
+  dataset?: string;
+  /** The first 200 characters of the SQL text. */
+  sql?: string;
+  format?: string;
 }
 
 export class Dispatcher {
@@ -62,14 +67,26 @@ export class Dispatcher {
       maxStalledCount: 5,
     });
     this.worker.on('error', (err) => this.log.error({ err }, 'dispatch worker error'));
+    // A job in the failed set marks its request, so that retrying the job from the dashboard
+    // opens the request again instead of finding it failed and failing once more.
+    this.worker.on('failed', (job) => {
+      if (!job) return;
+      void job
+        .isFailed()
+        .then((failed) => (failed ? this.requests.markJobFailed(job.data.requestId) : undefined))
+        .catch((err: unknown) => this.log.warn({ request: job.data.requestId, err: (err as Error).message }, 'could not mark the failed job on its request'));
+    });
     this.depthTimer = setInterval(() => void this.sampleDepth(), 5000);
     this.depthTimer.unref();
   }
 
-  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'>, jobId = rec.id): Promise<void> {
+  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'> & { spec?: RequestSpec }, jobId = rec.id): Promise<void> {
+    const what = rec.spec
+      ? { ...(rec.spec.dataset !== undefined ? { dataset: rec.spec.dataset } : {}), ...(rec.spec.sql !== undefined ? { sql: rec.spec.sql.slice(0, 200) } : {}), format: rec.spec.format }
+      : {};
     await this.queue.add(
-      'request',
-      { requestId: rec.id, connector: rec.connector, tenant: rec.tenant, mode: rec.mode },
+      `${rec.mode} ${rec.connector}`,
+      { requestId: rec.id, connector: rec.connector, tenant: rec.tenant, mode: rec.mode, ...what },
       {
         jobId,
         attempts: this.cfg.attempts,
@@ -91,8 +108,13 @@ export class Dispatcher {
 
   private async process(job: Job<JobData>): Promise<string> {
     const id = job.data.requestId;
-    const rec = await this.requests.get(id);
+    let rec = await this.requests.get(id);
     if (!rec) return 'expired';
+    if (rec.status === 'failed' && (await this.requests.reopen(id, Date.now() + Math.max(1000, rec.deadline - Date.parse(rec.createdAt))))) {
+      this.log.info({ request: id, connector: rec.connector, tenant: rec.tenant, attempt: rec.attempt, error: rec.error?.code }, 'failed request retried from the queue: dispatching it again');
+      await job.log(`retried after ${rec.error?.code ?? 'failure'}: dispatching again`).catch(() => undefined);
+      rec = (await this.requests.get(id)) ?? rec;
+    }
     if (TERMINAL.includes(rec.status)) return this.ended(rec);
     if (Date.now() >= rec.deadline) return this.giveUp(rec, new RelayError('TIMEOUT', `deadline passed before attempt ${rec.attempt + 1}`, { requestId: id }));
 
@@ -112,6 +134,7 @@ export class Dispatcher {
       await this.send(rec, cmd);
       if (attempt > 1) this.metrics.commandsRedelivered.inc();
       await job.updateProgress({ attempt, resume_from: cmd.resume_from }).catch(() => undefined);
+      await job.log(`attempt ${attempt} sent to ${rec.connector}${cmd.resume_from ? ` (resume from chunk ${cmd.resume_from})` : ''}`).catch(() => undefined);
       this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
     }
 

@@ -119,10 +119,22 @@ local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0)
 return s .. ':' .. tostring(a)`,
   },
+  // KEYS: req. ARGV: deadline_ms, now_iso. A failed request whose queue job failed is opened
+  // again (retry from the queue dashboard): back to queued, error cleared, a fresh deadline.
+  relayReopen: {
+    numberOfKeys: 1,
+    lua: `
+local f = redis.call('HMGET', KEYS[1], 'status', 'job_failed')
+if not f[1] then return 'NOT_FOUND' end
+if f[1] ~= 'failed' or f[2] ~= '1' then return f[1] end
+redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'job_failed')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'deadline', ARGV[1], 'updated_at', ARGV[2])
+return 'OK'`,
+  },
 } as const;
 
 type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
-type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded; relayRestart: Guarded };
+type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
@@ -190,6 +202,17 @@ export class Requests {
         ? { url: h.download_url, expiresAt: h.download_expires_at!, contentEncoding: h.content_encoding as 'zstd' | 'identity' }
         : null,
     };
+  }
+
+  /** The request's queue job ended in the failed set: a retry of that job may reopen it. */
+  async markJobFailed(id: string): Promise<void> {
+    const key = keys.request(id);
+    await this.r.eval("if redis.call('HGET', KEYS[1], 'status') == 'failed' then redis.call('HSET', KEYS[1], 'job_failed', '1') end", 1, key);
+  }
+
+  /** Reopens a failed request whose job failed (see relayReopen). True when it was reopened. */
+  async reopen(id: string, deadline: number): Promise<boolean> {
+    return (await this.r.relayReopen(keys.request(id), deadline, new Date().toISOString())) === 'OK';
   }
 
   /** Checks a connector call against the request; renews the lease. Throws the protocol error. */

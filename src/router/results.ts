@@ -54,7 +54,9 @@ export abstract class Sink {
     protected readonly res: ServerResponse,
   ) {
     res.on('close', () => {
-      if (!this.ended) {
+      // writableFinished: the whole answer was handed over and 'close' merely came before the
+      // sink's own end step; that client did not go away.
+      if (!this.ended && !res.writableFinished) {
         this.ended = true;
         this.onClientGone();
         this.resolveDone();
@@ -162,6 +164,8 @@ export class StreamSink extends Sink {
       'x-accel-buffering': 'no',
     };
     if (this.zstdPassthrough) headers['content-encoding'] = 'zstd';
+    // The decoded size when the connector announced it (the web page's progress bar).
+    if (meta.totalBytes != null) headers[HEADERS.totalBytes] = String(meta.totalBytes);
     this.res.writeHead(200, headers);
     this.res.flushHeaders();
   }

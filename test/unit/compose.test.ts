@@ -2,6 +2,7 @@
 // it and hold it to the rules in docs/operations.md.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 
@@ -112,4 +113,28 @@ test('the Dockerfile builds the addon and runs bin/relay.js', () => {
   assert.match(df, /npm ci/);
   assert.match(df, /libzstd1/);
   assert.match(df, /ENTRYPOINT \["node", "\/app\/bin\/relay\.js"\]/);
+});
+
+test('prometheus scrapes the co-located connector on its metrics port', () => {
+  const c = env(services.connector!);
+  assert.equal(c.RELAY_METRICS_HOST, '0.0.0.0');
+  const prom = parse(read('deploy/prometheus.yml')) as { scrape_configs: { job_name: string; static_configs: { targets: string[] }[] }[] };
+  const job = prom.scrape_configs.find((j) => j.job_name === 'relay-connector');
+  assert.ok(job?.static_configs.some((s) => s.targets.includes(`connector:${c.RELAY_METRICS_PORT}`)), 'a job targets connector:RELAY_METRICS_PORT');
+});
+
+test('the image carries the web pages', () => {
+  const df = read('Dockerfile');
+  assert.match(df, /COPY web \.\/web/);
+  assert.match(df, /COPY --from=build \/app\/dist\/web \.\/dist\/web/);
+  assert.match(df, /COPY --from=build \/app\/web \.\/web/);
+});
+
+// Where Docker is installed, its own parser must accept the file too.
+const docker = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
+test('docker compose config accepts the file', { skip: docker.status === 0 ? false : 'no docker compose on this machine (the checks above parse the file with the yaml package instead)' }, () => {
+  const env: Record<string, string> = { ...process.env } as Record<string, string>;
+  for (const k of ['MINIO_ROOT_USER', 'MINIO_ROOT_PASSWORD', 'RELAY_S3_ACCESS_KEY', 'RELAY_S3_SECRET_KEY', 'RELAY_S3_PUBLIC_ENDPOINT', 'RELAY_ADMIN_TOKEN', 'RELAY_CONNECTOR_ID', 'RELAY_CONNECTOR_TOKEN']) env[k] ??= 'placeholder-value-123';
+  const r = spawnSync('docker', ['compose', '-f', new URL('docker-compose.yml', root).pathname, 'config', '-q'], { encoding: 'utf8', env });
+  assert.equal(r.status, 0, r.stderr);
 });

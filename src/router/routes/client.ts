@@ -19,6 +19,8 @@ export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
         await handleRequest(deps, c.env.incoming, res, mode, await principalOf(deps, c, 'client'));
       } catch (err) {
         const e = toRelayError(err);
+        // Counted here so every refusal of a limit (whoever raises it) shows on /metrics.
+        if (e.code === 'RATE_LIMITED') deps.metrics.rateLimited.inc({ mode });
         if (e.code === 'INTERNAL') deps.log.error({ err, request: e.requestId }, 'request failed');
         sendError(res, e);
       }
@@ -135,15 +137,22 @@ async function handleRequest(
     }), partSize: cfg.partSize };
   }
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
-  const sink = newSink(deps, req, res, id, mode);
-  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
+  const sink = newSink(deps, req, res, id, mode, started);
+  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode, spec });
   deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
 
-function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode): Sink | null {
+function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, started: number): Sink | null {
   const { cfg, metrics } = deps;
-  const onBytes = (n: number) => metrics.bytesRelayed.inc({ mode }, n);
+  let first = true;
+  const onBytes = (n: number) => {
+    if (first && n > 0) {
+      first = false;
+      metrics.timeToFirstByte.observe({ mode }, (Date.now() - started) / 1000);
+    }
+    metrics.bytesRelayed.inc({ mode }, n);
+  };
   let sink: Sink | null = null;
   if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(String(req.headers['accept-encoding'] ?? '')), onBytes);
   else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
@@ -163,7 +172,7 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   const rec = await deps.requests.get(id);
   if (!rec || rec.mode !== mode || rec.status === 'failed' || rec.status === 'cancelled') return false;
   const old = deps.sinks.get(id);
-  const sink = newSink(deps, req, res, id, mode)!;
+  const sink = newSink(deps, req, res, id, mode, Date.now())!;
   if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
   if (!(await deps.dispatcher.restartFromZero(id))) {
     sink.fail(new RelayError('GONE', `request ${id} ended while re-attaching`, { requestId: id }));
@@ -183,10 +192,12 @@ async function follow(
   reattachable: boolean,
 ): Promise<void> {
   deps.openAnswers.count++;
+  deps.metrics.inFlight.inc({ mode: r.mode });
   try {
     await answer(deps, res, r, sink, reattachable);
   } finally {
     deps.openAnswers.count--;
+    deps.metrics.inFlight.dec({ mode: r.mode });
   }
 }
 
@@ -235,6 +246,7 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
   const seconds = (Date.now() - started) / 1000;
   if (final && final.status === 'complete' && mode === 'offload') {
     metrics.requestDuration.observe({ mode }, seconds);
+    metrics.timeToFirstByte.observe({ mode }, seconds);
     metrics.requests.inc({ mode, outcome: 'complete' });
     sendOffloadAnswer(res, final);
     return;

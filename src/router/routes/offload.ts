@@ -63,6 +63,7 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
     });
     await deps.redis.srem(keys.inFlight(p.id), id);
     deps.metrics.bytesRelayed.inc({ mode: 'offload' }, body.bytes);
+    deps.metrics.bytesIn.inc({ mode: 'offload' }, size);
     return c.body(null, 204);
   });
 }

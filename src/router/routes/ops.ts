@@ -5,7 +5,7 @@ import { HonoAdapter } from '@bull-board/hono';
 import { serveStatic } from '@hono/node-server/serve-static';
 import type { Hono } from 'hono';
 import { RelayError } from '../../protocol/errors.js';
-import type { ConnectorInfo } from '../../protocol/wire.js';
+import type { ConnectorInfo, QueueCounts } from '../../protocol/wire.js';
 import { bearer } from '../auth.js';
 import { principalOf, type Env, type RouterDeps } from '../context.js';
 import { keys } from '../redis.js';
@@ -54,6 +54,20 @@ export function opsRoutes(app: Hono<Env>, deps: RouterDeps): void {
       });
     }
     return c.json(out);
+  });
+
+  app.get('/v1/queue', async (c) => {
+    await principalOf(deps, c, 'admin');
+    const n = await deps.dispatcher.queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed');
+    const body: QueueCounts = {
+      queue: deps.dispatcher.queue.name,
+      waiting: n.waiting ?? 0,
+      active: n.active ?? 0,
+      delayed: n.delayed ?? 0,
+      failed: n.failed ?? 0,
+      completed: n.completed ?? 0,
+    };
+    return c.json(body);
   });
 
   // The queue dashboard, behind the admin secret: Bearer, or Basic with it as the password so

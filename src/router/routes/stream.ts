@@ -86,7 +86,10 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       try {
         up = await uploadBody(req, head, deps.cfg.chunkSize, lease.buf);
       } catch (err) {
-        if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
+        if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') {
+          metrics.chunksReceived.inc({ outcome: 'checksum_mismatch' });
+          metrics.checksumFailures.inc({ stage: 'chunk' });
+        }
         throw err;
       }
       const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
@@ -99,6 +102,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
         stored = true;
       }
       metrics.chunksReceived.inc({ outcome: state === 'NEW' ? 'stored' : 'duplicate' });
+      if (state === 'NEW') metrics.bytesIn.inc({ mode: sink.mode }, up.body.length);
+      else metrics.chunkRetries.inc();
       return c.body(null, state === 'NEW' ? 201 : 200);
     } finally {
       if (!handedOver) lease.release();
@@ -115,6 +120,7 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     try {
       await sink.complete(body);
     } catch (err) {
+      if (err instanceof RelayError && err.code === 'CHECKSUM_MISMATCH') metrics.checksumFailures.inc({ stage: 'result' });
       if (err instanceof RelayError && err.code !== 'GONE') await failWith(id, sink, err);
       throw err;
     }
@@ -131,6 +137,7 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
     const sink = await sinkFor(id, p.id, up.attempt);
     const decoded = await decodeUpload(up);
+    metrics.bytesIn.inc({ mode: sink.mode }, up.body.length);
     const meta = { chunks: 1, bytes: decoded.length, checksum: up.encoding === 'identity' ? up.checksum : xxh64(decoded) };
     try {
       sink.init({ contentType, totalBytes: decoded.length });

@@ -1,0 +1,22 @@
+// Secrets never reach the log, even when a caller hands over an object that carries one.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+
+test('fields that can carry a secret are censored in JSON logs', () => {
+  const code = `
+    const { createLogger, fingerprint } = await import(${JSON.stringify(new URL('../../src/log.js', import.meta.url).href)});
+    const log = createLogger('t', 'info');
+    log.info({ cfg: { token: 'ct_SECRET1', adminToken: 'ad_SECRET2', apiKey: 'rk_SECRET3', s3SecretKey: 'S3SECRET4', port: 8080 }, headers: { authorization: 'Bearer SECRET5' }, fp: fingerprint('ct_SECRET1') }, 'configured');
+    log.flush?.();
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, RELAY_LOG_JSON: '1' } });
+  assert.equal(r.status, 0, r.stderr);
+  const line = JSON.parse(r.stderr.trim().split('\n').pop()!) as { cfg: Record<string, unknown>; headers: Record<string, unknown>; fp: string; msg: string };
+  assert.equal(line.msg, 'configured');
+  assert.doesNotMatch(r.stderr, /SECRET\d/);
+  assert.equal(line.cfg.token, '[redacted]');
+  assert.equal(line.cfg.port, 8080);
+  assert.equal(line.headers.authorization, '[redacted]');
+  assert.match(line.fp, /^[0-9a-f]{8}$/);
+});
