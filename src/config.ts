@@ -97,9 +97,11 @@ const connectorSettings = {
   token: { flag: 'token', env: 'RELAY_CONNECTOR_TOKEN', schema: z.string().min(1).optional(), default: undefined },
   dataDir: { flag: 'dataDir', env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: '.' },
   concurrency: { flag: 'concurrency', env: 'RELAY_CONCURRENCY', schema: int(1, 10_000), default: 50 },
-  uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 4 },
+  uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 8 },
   connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
   zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },
+  /** auto: compress a chunk only while that is measured to be faster (connector/compression.ts). */
+  zstdMode: { flag: 'zstd', env: 'RELAY_ZSTD', schema: z.enum(['auto', 'always']), default: 'auto' as 'auto' | 'always' },
   metricsPort: { flag: 'metricsPort', env: 'RELAY_METRICS_PORT', schema: int(0, 65535).optional(), default: undefined },
   metricsHost: { flag: 'metricsHost', env: 'RELAY_METRICS_HOST', schema: z.string().min(1), default: '127.0.0.1' },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },

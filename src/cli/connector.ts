@@ -14,6 +14,7 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', 'directory datasets are served from (RELAY_DATA_DIR)')
     .option('--concurrency <n>', 'commands run at once; more wait in a queue (RELAY_CONCURRENCY)')
     .option('--upload-parallel <n>', 'uploads in flight per command (RELAY_UPLOAD_PARALLEL)')
+    .option('--zstd <mode>', 'auto: compress chunks only while measured faster; always: every chunk (RELAY_ZSTD)')
     .option('--metrics-port <n>', 'serve Prometheus metrics on this local port (RELAY_METRICS_PORT; 0 = any free port; default: off)')
     .option('--metrics-host <addr>', 'address for --metrics-port (RELAY_METRICS_HOST, default 127.0.0.1)')
     .action(async (opts: Record<string, unknown>) => {

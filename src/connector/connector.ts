@@ -6,6 +6,7 @@ import type { ConnectorConfig } from '../config.js';
 import { createLogger, fingerprint, type Logger } from '../log.js';
 import { CONNECTOR_ERROR_CODES, RelayError, type ConnectorErrorCode } from '../protocol/errors.js';
 import { cancelSchema, commandSchema, type Command } from '../protocol/wire.js';
+import { CompressionChooser } from './compression.js';
 import { requestPath, type ResultSummary, type UploadContext } from './context.js';
 import { EventStream } from './events.js';
 import { HttpError, RouterHttp } from './http.js';
@@ -174,7 +175,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     signal.throwIfAborted();
     const source = await FileSource.open(dataset, cmd.chunk_size, { signal });
     try {
-      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, parallel: cfg.uploadParallel, renew, metrics };
+      const compression = new CompressionChooser(cmd.compression === 'zstd' ? cfg.zstdMode : 'never');
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, renew, metrics };
       return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
     } finally {
       await source.close();

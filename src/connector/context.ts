@@ -1,5 +1,6 @@
 // What every uploader needs to work on one command.
 import type { Logger } from '../log.js';
+import type { CompressionChooser } from './compression.js';
 import type { Command } from '../protocol/wire.js';
 import type { RouterHttp } from './http.js';
 import { retryReason, type ConnectorMetrics } from './metrics.js';
@@ -13,6 +14,8 @@ export interface UploadContext {
   log: Logger;
   policy: RetryPolicy;
   zstdLevel: number;
+  /** Which chunks of this command are compressed (measured per command when 'auto'). */
+  compression: CompressionChooser;
   /** Uploads in flight at once for this command. */
   parallel: number;
   /** Called whenever the router accepted something: that renews the lease (PROTOCOL §3.2). */

@@ -1,4 +1,5 @@
 // At most N uploads of one command in flight; the first failure stops the others.
+import { setMaxListeners } from 'node:events';
 
 export class InFlight {
   private readonly tasks = new Set<Promise<void>>();
@@ -12,6 +13,9 @@ export class InFlight {
     parent: AbortSignal,
   ) {
     this.signal = AbortSignal.any([parent, this.inner.signal]);
+    // Every upload in flight listens on these (undici, retry sleeps): more than Node's
+    // default of 10 is expected here, not a leak.
+    setMaxListeners(Math.max(10, limit * 4 + 10), this.signal, parent);
   }
 
   get size(): number {

@@ -18,8 +18,10 @@ export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<stri
   return h;
 }
 
-function encode(ctx: UploadContext, decoded: Buffer): Promise<EncodedChunk> {
-  return encodeChunk(decoded, { compression: ctx.cmd.compression === 'zstd', level: ctx.zstdLevel });
+/** Encodes a chunk as the command's CompressionChooser says; `compressed` is what was tried. */
+async function encode(ctx: UploadContext, decoded: Buffer): Promise<{ chunk: EncodedChunk; compressed: boolean }> {
+  const compressed = ctx.compression.compressNext();
+  return { chunk: await encodeChunk(decoded, { compression: compressed, level: ctx.zstdLevel }), compressed };
 }
 
 export async function uploadResult(ctx: UploadContext, source: ChunkSource, contentType = CONTENT_TYPES[ctx.cmd.format]): Promise<ResultSummary> {
@@ -45,7 +47,7 @@ export async function uploadResult(ctx: UploadContext, source: ChunkSource, cont
 
 async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: string): Promise<ResultSummary> {
   const { cmd, http, signal } = ctx;
-  const chunk = await encode(ctx, decoded);
+  const { chunk } = await encode(ctx, decoded);
   const headers = { ...binaryHeaders(chunk, cmd.attempt), [HEADERS.contentType]: contentType };
   await http.send('result', () => http.postBinary(`${requestPath(cmd.request_id)}/result`, chunk.body, headers, signal), {
     signal,
@@ -114,13 +116,21 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
 
 async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal): Promise<void> {
   const { cmd, http } = ctx;
-  const chunk = await encode(ctx, decoded);
+  const started = performance.now();
+  const { chunk, compressed } = await encode(ctx, decoded);
   signal.throwIfAborted();
   const headers = binaryHeaders(chunk, cmd.attempt);
+  const log = retryLogger(ctx);
+  let retried = false;
   await http.send(`chunk ${index}`, () => http.postBinary(`${requestPath(cmd.request_id)}/stream/chunk/${index}`, chunk.body, headers, signal), {
     signal,
     policy: ctx.policy,
-    onRetry: retryLogger(ctx),
+    onRetry: (...a: Parameters<typeof log>) => {
+      retried = true;
+      return log(...a);
+    },
   });
+  // A retried chunk (backpressure, a fault) says nothing about the link: not measured.
+  if (!retried) ctx.compression.record(compressed, decoded.length, performance.now() - started);
   ctx.renew();
 }

@@ -16,6 +16,7 @@ import { UPLOAD_RETRY } from '../../src/connector/retry.js';
 import { resolveDataset } from '../../src/connector/sandbox.js';
 import { FileSource } from '../../src/connector/sources/file.js';
 import { FakeRouter } from './connector-fake-router.js';
+import { CompressionChooser } from '../../src/connector/compression.js';
 
 test('PartPacker: parts of exactly part_size, the last shorter, concatenation intact', () => {
   const p = new PartPacker(10);
@@ -103,7 +104,7 @@ async function offload(data: Buffer, cmd: Command, parallel = 4) {
   const name = `${cmd.request_id}.bin`;
   await writeFile(path.join(dir, name), data);
   const source = await FileSource.open(await resolveDataset(dir, name), cmd.chunk_size);
-  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, parallel, renew() {} };
+  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser(cmd.compression === 'zstd' ? 'always' : 'never'), parallel, renew() {} };
   try {
     return await offloadResult(ctx, source);
   } finally {

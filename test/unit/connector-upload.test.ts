@@ -15,6 +15,7 @@ import { resolveDataset } from '../../src/connector/sandbox.js';
 import { FileSource } from '../../src/connector/sources/file.js';
 import { uploadResult } from '../../src/connector/uploader.js';
 import { FakeRouter, assembled } from './connector-fake-router.js';
+import { CompressionChooser } from '../../src/connector/compression.js';
 
 const log = pino({ level: 'silent' });
 const FAST = { ...UPLOAD_RETRY, baseMs: 5, maxMs: 20 };
@@ -65,7 +66,7 @@ async function run(data: Buffer, cmd: Command, parallel = 3): Promise<{ summary:
   const ds = await resolveDataset(dir, path.basename(file));
   const source = await FileSource.open(ds, cmd.chunk_size);
   let renewals = 0;
-  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, parallel, renew: () => void renewals++ };
+  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser(cmd.compression === 'zstd' ? 'always' : 'never'), parallel, renew: () => void renewals++ };
   try {
     return { summary: await uploadResult(ctx, source), renewals };
   } finally {
@@ -232,7 +233,7 @@ test('an abort stops the upload and sends no complete', async () => {
   const file = path.join(dir, 'abort.bin');
   await writeFile(file, mixed(40 * 1024));
   const source = await FileSource.open(await resolveDataset(dir, 'abort.bin'), 1024, { signal: ac.signal });
-  const ctx: UploadContext = { http, cmd, signal: ac.signal, log, policy: FAST, zstdLevel: 1, parallel: 2, renew() {} };
+  const ctx: UploadContext = { http, cmd, signal: ac.signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser(cmd.compression === 'zstd' ? 'always' : 'never'), parallel: 2, renew() {} };
   setTimeout(() => ac.abort(new Error('cancelled')), 80);
   await assert.rejects(uploadResult(ctx, source), /cancelled/);
   await source.close();
