@@ -135,19 +135,22 @@ async function handleRequest(
     }), partSize: cfg.partSize };
   }
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
-  const sink = newSink(deps, req, res, id, mode);
+  const sink = newSink(deps, req, res, id, mode, body.connector);
   await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
   deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
 
-function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode): Sink | null {
+function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, connector: string): Sink | null {
   const { cfg, metrics } = deps;
   const onBytes = (n: number) => metrics.bytesRelayed.inc({ mode }, n);
   let sink: Sink | null = null;
   if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(String(req.headers['accept-encoding'] ?? '')), onBytes);
   else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
-  if (sink) deps.sinks.add(sink);
+  if (sink) {
+    sink.connector = connector;
+    deps.sinks.add(sink);
+  }
   return sink;
 }
 
@@ -163,7 +166,7 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   const rec = await deps.requests.get(id);
   if (!rec || rec.mode !== mode || rec.status === 'failed' || rec.status === 'cancelled') return false;
   const old = deps.sinks.get(id);
-  const sink = newSink(deps, req, res, id, mode)!;
+  const sink = newSink(deps, req, res, id, mode, rec.connector)!;
   if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
   if (!(await deps.dispatcher.restartFromZero(id))) {
     sink.fail(new RelayError('GONE', `request ${id} ended while re-attaching`, { requestId: id }));
