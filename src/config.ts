@@ -83,6 +83,13 @@ const routerSettings = {
   defaultTimeoutS: { env: 'RELAY_DEFAULT_TIMEOUT_S', schema: num(1, 86_400), default: 300 },
   reattachGraceS: { env: 'RELAY_REATTACH_GRACE_S', schema: num(0, 3600), default: 15 },
   shutdownGraceS: { env: 'RELAY_SHUTDOWN_GRACE_S', schema: num(0, 3600), default: 20 },
+  limitSync: { env: 'RELAY_LIMIT_SYNC', schema: int(1, 1_000_000), default: 200 },
+  limitStream: { env: 'RELAY_LIMIT_STREAM', schema: int(1, 1_000_000), default: 50 },
+  limitOffload: { env: 'RELAY_LIMIT_OFFLOAD', schema: int(1, 1_000_000), default: 10 },
+  limitPerConnector: { env: 'RELAY_LIMIT_PER_CONNECTOR', schema: int(1, 1_000_000), default: 100 },
+  limitLeaseS: { env: 'RELAY_LIMIT_LEASE_S', schema: num(1, 3600), default: 30 },
+  rateLimitRetryS: { env: 'RELAY_RATE_LIMIT_RETRY_S', schema: num(0.1, 3600), default: 1 },
+  maxHeaderBytes: { env: 'RELAY_MAX_HEADER_BYTES', schema: int(1024, 1024 * 1024), default: 16 * 1024 },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
 } satisfies Record<string, Setting<unknown>>;
 

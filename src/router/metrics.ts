@@ -17,6 +17,7 @@ export function createMetrics() {
     }),
     bytesRelayed: new Counter({ name: 'relay_bytes_relayed_total', help: 'Result bytes (decoded) delivered, by mode', labelNames: ['mode'] as const, registers: r }),
     chunksReceived: new Counter({ name: 'relay_chunks_received_total', help: 'Result chunks received, by outcome', labelNames: ['outcome'] as const, registers: r }),
+    rateLimited: new Counter({ name: 'relay_rate_limited_total', help: 'RATE_LIMITED answers to clients, by size class and reason (class, share, connector)', labelNames: ['mode', 'reason'] as const, registers: r }),
     backpressure: new Counter({ name: 'relay_backpressure_total', help: 'BACKPRESSURE answers to connectors', registers: r }),
     connectorsOnline: new Gauge({ name: 'relay_connectors_online', help: 'Connectors with an open event stream on this router', registers: r }),
     streamsOpened: new Counter({ name: 'relay_event_streams_opened_total', help: 'Event streams opened', registers: r }),

@@ -3,7 +3,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hono } from 'hono';
 import { RelayError, toRelayError } from '../../protocol/errors.js';
-import { clientRequestSchema, HEADERS, requestIdSchema, type Mode, type OffloadResponse } from '../../protocol/wire.js';
+import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
 import { connectorTenant, sha256 } from '../auth.js';
 import { keys } from '../redis.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
@@ -104,11 +104,21 @@ async function handleRequest(
   mode: Mode,
   p: { tenant: string },
 ): Promise<void> {
-  const { cfg, requests } = deps;
   if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
   const owner = await connectorTenant(deps.redis, body.connector);
   if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
+  // One slot of the size class and of the connector, held until this answer ends however it ends.
+  const slot = await deps.limiter.acquire(mode, p.tenant, body.connector);
+  try {
+    await accepted(deps, req, res, mode, p, body);
+  } finally {
+    await slot.release();
+  }
+}
+
+async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, mode: Mode, p: { tenant: string }, body: ClientRequest): Promise<void> {
+  const { cfg, requests } = deps;
   const started = Date.now();
   const id = newRequestId();
   const idemKey = idempotencyKey(req);
