@@ -94,7 +94,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
     (mode, reason) => metrics.rateLimited.inc({ mode, reason }),
   );
   limiter.start();
-  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
+  const auth = new Auth(redis, cfg.adminToken);
+  // A revoked or rotated secret stops working at once on every instance, not after the cache TTL.
+  bus.on('revoke', (ev: { hash: string }) => auth.forget(ev.hash));
+  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
   const server = createAdaptorServer({ fetch: app.fetch, serverOptions: { maxHeaderSize: cfg.maxHeaderBytes } }) as Server;
   // Requests Node refuses before any route sees them (headers over the limit, broken HTTP)
   // still get an answer in the protocol's error format.

@@ -102,7 +102,7 @@ async function handleRequest(
   req: IncomingMessage,
   res: ServerResponse,
   mode: Mode,
-  p: { tenant: string },
+  p: { tenant: string; id: string },
 ): Promise<void> {
   if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
@@ -117,7 +117,7 @@ async function handleRequest(
   }
 }
 
-async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, mode: Mode, p: { tenant: string }, body: ClientRequest): Promise<void> {
+async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, mode: Mode, p: { tenant: string; id: string }, body: ClientRequest): Promise<void> {
   const { cfg, requests } = deps;
   const started = Date.now();
   const id = newRequestId();
@@ -147,7 +147,7 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
   const sink = newSink(deps, req, res, id, mode, body.connector);
   await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode });
-  deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
+  deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
 
