@@ -14,6 +14,7 @@ export function register(program: Command): void {
     .option('--data-dir <dir>', 'directory datasets are served from (RELAY_DATA_DIR)')
     .option('--concurrency <n>', 'commands run at once; more wait in a queue (RELAY_CONCURRENCY)')
     .option('--upload-parallel <n>', 'uploads in flight per command (RELAY_UPLOAD_PARALLEL)')
+    .option('--ca-file <file>', 'extra CA certificates (PEM) to trust for the router and the object store (RELAY_CA_FILE)')
     .action(async (opts: Record<string, unknown>) => {
       let cfg: ConnectorConfig;
       try {

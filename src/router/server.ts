@@ -2,10 +2,11 @@
 // dispatch worker, SSE hub, HTTP server. stop() is the graceful shutdown.
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
-import type { RouterConfig } from '../config.js';
+import { readPem, type RouterConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import { createApp } from './app.js';
@@ -98,7 +99,12 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   // A revoked or rotated secret stops working at once on every instance, not after the cache TTL.
   bus.on('revoke', (ev: { hash: string }) => auth.forget(ev.hash));
   const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
-  const server = createAdaptorServer({ fetch: app.fetch, serverOptions: { maxHeaderSize: cfg.maxHeaderBytes } }) as Server;
+  const tls = cfg.tlsCert && cfg.tlsKey ? { cert: readPem(cfg.tlsCert, 'RELAY_TLS_CERT'), key: readPem(cfg.tlsKey, 'RELAY_TLS_KEY') } : null;
+  const server = (
+    tls
+      ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...tls, maxHeaderSize: cfg.maxHeaderBytes } })
+      : createAdaptorServer({ fetch: app.fetch, serverOptions: { maxHeaderSize: cfg.maxHeaderBytes } })
+  ) as Server;
   // Requests Node refuses before any route sees them (headers over the limit, broken HTTP)
   // still get an answer in the protocol's error format.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, cfg.maxHeaderBytes));
@@ -112,7 +118,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   });
   const port = (server.address() as AddressInfo).port;
   const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info({ url, instance: instanceId }, 'router listening');
 
   return {
