@@ -31,6 +31,8 @@ export interface RunningRouter {
 
 export async function startRouter(cfg: RouterConfig, log: Logger = createLogger('router', cfg.logLevel)): Promise<RunningRouter> {
   const instanceId = `i_${randomBytes(6).toString('hex')}`;
+  // Certificate files first: a bad path fails before anything is started.
+  const tls = cfg.tlsCert && cfg.tlsKey ? { cert: readPem(cfg.tlsCert, 'RELAY_TLS_CERT'), key: readPem(cfg.tlsKey, 'RELAY_TLS_KEY') } : null;
   // ioredis reconnects by itself; say so once every few seconds, not per failed try.
   let lastRedisError = 0;
   const onRedisError = (err: Error) => {
@@ -99,7 +101,6 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   // A revoked or rotated secret stops working at once on every instance, not after the cache TTL.
   bus.on('revoke', (ev: { hash: string }) => auth.forget(ev.hash));
   const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
-  const tls = cfg.tlsCert && cfg.tlsKey ? { cert: readPem(cfg.tlsCert, 'RELAY_TLS_CERT'), key: readPem(cfg.tlsKey, 'RELAY_TLS_KEY') } : null;
   const server = (
     tls
       ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...tls, maxHeaderSize: cfg.maxHeaderBytes } })
