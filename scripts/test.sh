@@ -22,6 +22,8 @@ trap 'exit 143' TERM
 ensure_node_deps
 ensure_redis
 ensure_chromium
+# test/e2e/tls.test.ts makes a throwaway self-signed certificate with openssl.
+command -v openssl >/dev/null 2>&1 || { echo "deps: installing openssl" >&2; apt_install openssl; }
 
 opts=()
 targets=()

@@ -1,6 +1,7 @@
 // The one place configuration is read: command-line flags override RELAY_* environment
 // variables, which override defaults. Everything is validated at start-up and a bad value
 // fails with one message naming the variable.
+import { readFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -83,12 +84,35 @@ const routerSettings = {
   defaultTimeoutS: { env: 'RELAY_DEFAULT_TIMEOUT_S', schema: num(1, 86_400), default: 300 },
   reattachGraceS: { env: 'RELAY_REATTACH_GRACE_S', schema: num(0, 3600), default: 15 },
   shutdownGraceS: { env: 'RELAY_SHUTDOWN_GRACE_S', schema: num(0, 3600), default: 20 },
+  limitSync: { env: 'RELAY_LIMIT_SYNC', schema: int(1, 1_000_000), default: 200 },
+  limitStream: { env: 'RELAY_LIMIT_STREAM', schema: int(1, 1_000_000), default: 50 },
+  limitOffload: { env: 'RELAY_LIMIT_OFFLOAD', schema: int(1, 1_000_000), default: 10 },
+  limitPerConnector: { env: 'RELAY_LIMIT_PER_CONNECTOR', schema: int(1, 1_000_000), default: 100 },
+  limitLeaseS: { env: 'RELAY_LIMIT_LEASE_S', schema: num(1, 3600), default: 30 },
+  rateLimitRetryS: { env: 'RELAY_RATE_LIMIT_RETRY_S', schema: num(0.1, 3600), default: 1 },
+  tlsCert: { flag: 'tlsCert', env: 'RELAY_TLS_CERT', schema: z.string().min(1).optional(), default: undefined },
+  tlsKey: { flag: 'tlsKey', env: 'RELAY_TLS_KEY', schema: z.string().min(1).optional(), default: undefined },
+  maxHeaderBytes: { env: 'RELAY_MAX_HEADER_BYTES', schema: int(1024, 1024 * 1024), default: 16 * 1024 },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
 } satisfies Record<string, Setting<unknown>>;
 
 export type RouterConfig = ReturnType<typeof routerConfig>;
 export function routerConfig(flags: Flags = {}, env: Env = process.env) {
-  return read(routerSettings, flags, env);
+  const c = read(routerSettings, flags, env);
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError('invalid configuration: HTTPS needs both RELAY_TLS_CERT and RELAY_TLS_KEY (or neither)');
+  return c;
+}
+
+/** Reads a PEM file named by a setting, failing with the setting's name. */
+export function readPem(path: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (!text.includes('-----BEGIN ')) throw new ConfigError(`invalid configuration: ${what} ${path} is not a PEM file`);
+  return text;
 }
 
 const connectorSettings = {
@@ -98,6 +122,7 @@ const connectorSettings = {
   dataDir: { flag: 'dataDir', env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: '.' },
   concurrency: { flag: 'concurrency', env: 'RELAY_CONCURRENCY', schema: int(1, 10_000), default: 50 },
   uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 8 },
+  caFile: { flag: 'caFile', env: 'RELAY_CA_FILE', schema: z.string().min(1).optional(), default: undefined },
   connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
   zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },
   /** auto: compress a chunk only while that is measured to be faster (connector/compression.ts). */
@@ -111,19 +136,23 @@ export type ConnectorConfig = ReturnType<typeof connectorConfig> & { id: string;
 export function connectorConfig(flags: Flags = {}, env: Env = process.env) {
   const c = read(connectorSettings, flags, env);
   if (!c.token) throw new ConfigError('invalid configuration: a connector token is required (--token or RELAY_CONNECTOR_TOKEN)');
-  return { ...c, id: c.id ?? primaryMacId(), token: c.token };
+  // Extra CA certificates to trust (a private CA in front of the router or the object store).
+  const ca = c.caFile ? readPem(c.caFile, 'RELAY_CA_FILE') : undefined;
+  return { ...c, id: c.id ?? primaryMacId(), token: c.token, ca };
 }
 
 const clientSettings = {
   routerUrl: { flag: 'router', env: 'RELAY_ROUTER_URL', schema: url, default: 'http://127.0.0.1:8080' },
   apiKey: { flag: 'key', env: 'RELAY_API_KEY', schema: z.string().min(1).optional(), default: undefined },
+  caFile: { flag: 'caFile', env: 'RELAY_CA_FILE', schema: z.string().min(1).optional(), default: undefined },
 } satisfies Record<string, Setting<unknown>>;
 
-export type ClientConfig = { routerUrl: string; apiKey: string };
+/** ca: extra CA certificates (PEM) to trust for the router and the object store. */
+export type ClientConfig = { routerUrl: string; apiKey: string; ca?: string };
 export function clientConfig(flags: Flags = {}, env: Env = process.env): ClientConfig {
   const c = read(clientSettings, flags, env);
   if (!c.apiKey) throw new ConfigError('invalid configuration: a client key is required (--key or RELAY_API_KEY)');
-  return { routerUrl: c.routerUrl, apiKey: c.apiKey };
+  return { routerUrl: c.routerUrl, apiKey: c.apiKey, ...(c.caFile ? { ca: readPem(c.caFile, 'RELAY_CA_FILE') } : {}) };
 }
 
 const statusSettings = {

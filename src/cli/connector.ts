@@ -17,6 +17,7 @@ export function register(program: Command): void {
     .option('--zstd <mode>', 'auto: compress chunks only while measured faster; always: every chunk (RELAY_ZSTD)')
     .option('--metrics-port <n>', 'serve Prometheus metrics on this local port (RELAY_METRICS_PORT; 0 = any free port; default: off)')
     .option('--metrics-host <addr>', 'address for --metrics-port (RELAY_METRICS_HOST, default 127.0.0.1)')
+    .option('--ca-file <file>', 'extra CA certificates (PEM) to trust for the router and the object store (RELAY_CA_FILE)')
     .action(async (opts: Record<string, unknown>) => {
       let cfg: ConnectorConfig;
       try {

@@ -21,6 +21,7 @@ export interface RequestFlags {
   output?: string;
   router?: string;
   key?: string;
+  caFile?: string;
   json?: boolean;
   /** offload only */
   urlOnly?: boolean;
@@ -56,6 +57,7 @@ export function register(program: Command): void {
       .option('-o, --output <file>', 'write the result to FILE (default: stdout)')
       .option('--router <url>', 'router URL (env RELAY_ROUTER_URL)')
       .option('--key <key>', 'client key (env RELAY_API_KEY)')
+      .option('--ca-file <file>', 'extra CA certificates (PEM) to trust for the router and the object store (env RELAY_CA_FILE)')
       .option('--json', 'print a one-line JSON summary on stdout (needs -o)');
     if (mode === 'stream') cmd.option('--no-zstd', 'ask for uncompressed bytes instead of the connector\'s zstd frames');
     if (mode === 'offload') cmd.option('--url-only', 'print the presigned download URL instead of downloading');
@@ -118,7 +120,7 @@ export function plan(mode: Mode, connector: string, dataset: string | undefined,
   if (!parsed.success) {
     throw new UsageError(parsed.error.issues.map((i) => `${i.path.length ? `${i.path.join('.')}: ` : ''}${i.message}`).join('; '));
   }
-  const cfg = clientConfig({ router: flags.router, key: flags.key });
+  const cfg = clientConfig({ router: flags.router, key: flags.key, caFile: flags.caFile });
   return { cfg, req: parsed.data, output };
 }
 

@@ -12,6 +12,8 @@ export function register(program: Command): void {
     .option('--port <n>', 'port to listen on (RELAY_PORT, default 8080)')
     .option('--host <addr>', 'address to bind (RELAY_HOST, default 0.0.0.0)')
     .option('--redis-url <url>', 'Redis URL (RELAY_REDIS_URL)')
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate chain (RELAY_TLS_CERT; with --tls-key)')
+    .option('--tls-key <file>', 'private key of --tls-cert, PEM (RELAY_TLS_KEY)')
     .action(async (opts: Record<string, unknown>) => {
       try {
         const cfg = routerConfig(opts);

@@ -1,6 +1,7 @@
 // One keep-alive connection pool for everything the CLI sends. undici.request rather than
 // fetch: request exposes HTTP trailers (the stream checksum arrives in one) and does not
 // try to decode Content-Encoding behind our back.
+import { rootCertificates } from 'node:tls';
 import { Agent, request, type Dispatcher } from 'undici';
 import type { ClientConfig } from '../config.js';
 import { HEADERS, RelayError } from '../protocol/index.js';
@@ -14,10 +15,20 @@ const DEFAULT_TIMEOUT_S = 300;
 const HIGH_WATER_MARK = 1 << 20;
 
 let agent: Agent | undefined;
+let trustedCa: string | undefined;
 
 export function dispatcher(): Agent {
-  agent ??= new Agent({ keepAliveTimeout: 10_000, keepAliveMaxTimeout: 60_000, connections: 32 });
+  agent ??= new Agent({ keepAliveTimeout: 10_000, keepAliveMaxTimeout: 60_000, connections: 32, ...(trustedCa ? { connect: { ca: [...rootCertificates, trustedCa] } } : {}) });
   return agent;
+}
+
+/** Extra CA certificates (PEM) to trust, on top of the system's, for router and object store. */
+export function trustCa(pem: string | undefined): void {
+  if (pem === trustedCa) return;
+  trustedCa = pem;
+  const old = agent;
+  agent = undefined;
+  void old?.close().catch(() => undefined);
 }
 
 /** Drops the pool so a CLI process can exit without waiting for idle sockets. */
@@ -46,6 +57,7 @@ export interface CallOptions {
 }
 
 export async function callRouter(cfg: ClientConfig, method: Dispatcher.HttpMethod, path: string, opts: CallOptions = {}): Promise<Response> {
+  trustCa(cfg.ca);
   const headers: Record<string, string> = { authorization: `Bearer ${cfg.apiKey}`, ...opts.headers };
   if (opts.body !== undefined) headers['content-type'] = 'application/json';
   return send(routerUrl(cfg, path), method, headers, opts, `router at ${cfg.routerUrl}`);

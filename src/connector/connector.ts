@@ -125,7 +125,7 @@ function withDeadline(signal: AbortSignal, cmd: Command, log: Logger): { signal:
 export async function startConnector(cfg: ConnectorConfig, log: Logger = createLogger('connector', cfg.logLevel), opts: ConnectorOptions = {}): Promise<RunningConnector> {
   const version = opts.version ?? packageVersion();
   const policy = opts.retryPolicy ?? UPLOAD_RETRY;
-  const http = new RouterHttp({ routerUrl: cfg.routerUrl, token: cfg.token, connections: cfg.connections });
+  const http = new RouterHttp({ routerUrl: cfg.routerUrl, token: cfg.token, connections: cfg.connections, ca: cfg.ca });
   const pool = new WorkerPool(cfg.concurrency);
   /** Aborts what outlives the commands themselves (error reports, repeated acks) at shutdown. */
   const closing = new AbortController();

@@ -1,6 +1,7 @@
 // One keep-alive connection pool for everything the connector sends (router calls and the
 // object store's presigned PUTs), and the small helpers that turn answers into RelayErrors.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 import { RetryState, UPLOAD_RETRY, parseRetryAfter, type RetryOptions, type RetryPolicy, type TryOutcome } from './retry.js';
@@ -49,6 +50,8 @@ export interface HttpOptions {
   routerUrl: string;
   token: string;
   connections: number;
+  /** Extra CA certificates (PEM) to trust, on top of the system's, for router and object store. */
+  ca?: string;
 }
 
 export class RouterHttp {
@@ -65,6 +68,7 @@ export class RouterHttp {
       keepAliveMaxTimeout: 600_000,
       headersTimeout: 60_000,
       bodyTimeout: 60_000,
+      ...(opts.ca ? { connect: { ca: [...rootCertificates, opts.ca] } } : {}),
     });
   }
 

@@ -84,7 +84,8 @@ export async function zstdFrameOf(decoded: Buffer, level: number, compress = tru
 
 /** Presigned part URLs, asked for in batches and asked for again when expired. */
 class PartUrls {
-  private readonly urls = new Map<number, { url: string; expiresAt: number }>();
+  /** freshUntil: when to stop using a URL (a margin before its expiry: 30 s, or half a short life). */
+  private readonly urls = new Map<number, { url: string; freshUntil: number }>();
   private readonly pending = new Map<number, Promise<void>>();
 
   constructor(private readonly ctx: UploadContext) {}
@@ -92,7 +93,7 @@ class PartUrls {
   async get(part: number, signal: AbortSignal): Promise<string> {
     for (let tries = 0; tries < 3; tries++) {
       const hit = this.urls.get(part);
-      if (hit && hit.expiresAt - URL_MARGIN_MS > Date.now()) return hit.url;
+      if (hit && hit.freshUntil > Date.now()) return hit.url;
       await (this.pending.get(part) ?? this.fetch(part, signal));
     }
     throw new RelayError('CONNECTOR_ERROR', `offload/parts gave no usable URL for part ${part}`);
@@ -108,7 +109,7 @@ class PartUrls {
     const now = Date.now();
     for (let p = first; p < first + URL_BATCH && p <= MAX_PARTS; p++) {
       const hit = this.urls.get(p);
-      if (!this.pending.has(p) && !(hit && hit.expiresAt - URL_MARGIN_MS > now)) parts.push(p);
+      if (!this.pending.has(p) && !(hit && hit.freshUntil > now)) parts.push(p);
     }
     const job = (async () => {
       const res = await http.send('offload/parts', () => http.postJson(`${requestPath(cmd.request_id)}/offload/parts`, { attempt: cmd.attempt, parts }, signal), {
@@ -121,10 +122,13 @@ class PartUrls {
       const body = res.data as Partial<OffloadPartsResponse> | undefined;
       const parsed = Date.parse(String(body?.expires_at ?? ''));
       // Without a usable expiry, assume a short life; a 403 makes us ask again anyway.
-      const expiresAt = Number.isNaN(parsed) ? Date.now() + 5 * 60_000 : parsed;
+      const got = Date.now();
+      const expiresAt = Number.isNaN(parsed) ? got + 5 * 60_000 : parsed;
+      // Short-lived URLs (a router configured with a TTL under a minute) are used for half their life.
+      const freshUntil = expiresAt - Math.min(URL_MARGIN_MS, Math.max(0, expiresAt - got) / 2);
       for (const [k, url] of Object.entries(body?.urls ?? {})) {
         const n = Number(k);
-        if (Number.isInteger(n) && typeof url === 'string' && url) this.urls.set(n, { url, expiresAt });
+        if (Number.isInteger(n) && typeof url === 'string' && url) this.urls.set(n, { url, freshUntil });
       }
     })();
     const settled = job.finally(() => {

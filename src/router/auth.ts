@@ -91,7 +91,11 @@ export async function addConnector(redis: Redis, tenant: string, id: string, tok
   const taken = await redis.hget(keys.secret(hash), 'kind');
   if (taken && existing.token_hash !== hash) throw new RelayError('CONFLICT', 'that secret is already in use');
   const multi = redis.multi();
-  if (existing.token_hash && existing.token_hash !== hash) multi.del(keys.secret(existing.token_hash));
+  if (existing.token_hash && existing.token_hash !== hash) {
+    // Rotation: the old token stops working now and its open event stream is closed.
+    multi.del(keys.secret(existing.token_hash));
+    multi.publish(keys.busChannel, JSON.stringify({ t: 'revoke', connector: id, hash: existing.token_hash }));
+  }
   multi.hset(keys.secret(hash), { kind: 'connector', tenant, id });
   multi.hset(keys.connector(id), { tenant, token_hash: hash, created_at: existing.created_at ?? new Date().toISOString() });
   multi.sadd(keys.tenantConnectors(tenant), id);

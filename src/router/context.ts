@@ -9,6 +9,7 @@ import type { BufferPool } from './buffer-pool.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';
 import type { Dispatcher } from './dispatch.js';
+import type { Limiter } from './limits.js';
 import type { Metrics } from './metrics.js';
 import type { Redis } from './redis.js';
 import type { Requests } from './requests.js';
@@ -31,6 +32,8 @@ export interface RouterDeps {
   /** The memory budget and spill files that sync results share. */
   spill: SyncSpill;
   storage: Storage;
+  /** Concurrency slots per size class and per connector, shared through Redis. */
+  limiter: Limiter;
   metrics: Metrics;
   log: Logger;
   /** Client answers this instance is still working on: a stopping router waits for them. */

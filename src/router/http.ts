@@ -61,6 +61,7 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
 /** Parses a JSON body with a size limit and a zod-like schema. */
 export async function readJson<T>(req: IncomingMessage, limit: number, schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }): Promise<T> {
   const raw = await readBody(req, limit);
+  checkJsonDepth(raw);
   let value: unknown;
   try {
     value = raw.length ? JSON.parse(raw.toString('utf8')) : undefined;
@@ -73,4 +74,23 @@ export async function readJson<T>(req: IncomingMessage, limit: number, schema: {
     throw new RelayError('BAD_REQUEST', `invalid body: ${issues.join('; ')}`);
   }
   return parsed.data;
+}
+
+/** No control body of the protocol nests deeper than a few levels; refuse deep ones before parsing. */
+export const MAX_JSON_DEPTH = 16;
+
+/** Throws BAD_REQUEST when the JSON text nests arrays/objects deeper than MAX_JSON_DEPTH (strings skipped). */
+export function checkJsonDepth(raw: Uint8Array, max = MAX_JSON_DEPTH): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped byte
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) throw new RelayError('BAD_REQUEST', `JSON nested deeper than ${max} levels`);
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
 }

@@ -28,6 +28,10 @@ export const keys = {
   idempotency: (tenant: string, key: string) => `${P}idem:${tenant}:${key}`,
   commandLog: (connector: string) => `${P}cmdlog:${connector}`,
   pending: (connector: string) => `${P}pending:${connector}`,
+  /** Concurrency slots (leases) of a size class, its recently refused tenants, and a connector's. */
+  limitClass: (mode: string) => `${P}limit:${mode}`,
+  limitWaiting: (mode: string) => `${P}limit:${mode}:waiting`,
+  limitConnector: (connector: string) => `${P}limit:connector:${connector}`,
   /** Pub/sub: every command/cancel event, every request state change, every stream takeover. */
   busChannel: `${P}bus`,
 } as const;

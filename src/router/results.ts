@@ -47,6 +47,8 @@ export abstract class Sink {
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
   /** Set by the route: called once if the client goes away before the end. */
   onClientGone: () => void = () => undefined;
+  /** The connector the request was sent to: only its uploads may reach this sink. */
+  connector = '';
 
   constructor(
     readonly requestId: string,

@@ -2,16 +2,20 @@
 // dispatch worker, SSE hub, HTTP server. stop() is the graceful shutdown.
 import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
-import type { RouterConfig } from '../config.js';
+import { readPem, type RouterConfig } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
 import { createApp } from './app.js';
 import { Auth } from './auth.js';
 import { BufferPool } from './buffer-pool.js';
 import { Bus } from './bus.js';
 import { CommandLog, Hub } from './commands.js';
 import { Dispatcher } from './dispatch.js';
+import { Limiter } from './limits.js';
 import { createMetrics } from './metrics.js';
 import { connectRedis } from './redis.js';
 import { Requests } from './requests.js';
@@ -29,6 +33,8 @@ export interface RunningRouter {
 
 export async function startRouter(cfg: RouterConfig, log: Logger = createLogger('router', cfg.logLevel)): Promise<RunningRouter> {
   const instanceId = `i_${randomBytes(6).toString('hex')}`;
+  // Certificate files first: a bad path fails before anything is started.
+  const tls = cfg.tlsCert && cfg.tlsKey ? { cert: readPem(cfg.tlsCert, 'RELAY_TLS_CERT'), key: readPem(cfg.tlsKey, 'RELAY_TLS_KEY') } : null;
   // ioredis reconnects by itself; say so once every few seconds, not per failed try.
   let lastRedisError = 0;
   const onRedisError = (err: Error) => {
@@ -81,10 +87,32 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   const sinks = new Sinks();
   const openAnswers = { count: 0 };
   const spill = await SyncSpill.open({ memoryBytes: cfg.syncMemoryBytes, root: cfg.spillDir }, metrics, log);
+  const limiter = new Limiter(
+    redis,
+    {
+      perClass: { sync: cfg.limitSync, stream: cfg.limitStream, offload: cfg.limitOffload },
+      perConnector: cfg.limitPerConnector,
+      leaseS: cfg.limitLeaseS,
+      retryAfterMs: cfg.rateLimitRetryS * 1000,
+    },
+    log,
+    (mode, reason) => metrics.rateLimited.inc({ mode, reason }),
+  );
+  limiter.start();
+  const auth = new Auth(redis, cfg.adminToken);
+  // A revoked or rotated secret stops working at once on every instance, not after the cache TTL.
+  bus.on('revoke', (ev: { hash: string }) => auth.forget(ev.hash));
   // Free buffers kept for reuse: one stream window's worth (in use ones are bounded by the windows).
   const chunkBuffers = new BufferPool(uploadLimit(cfg.chunkSize), cfg.streamWindowChunks);
-  const app = createApp({ cfg, redis, auth: new Auth(redis, cfg.adminToken), bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, spill, storage, metrics, log, openAnswers, accepting: () => accepting });
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
+  const server = (
+    tls
+      ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...tls, maxHeaderSize: cfg.maxHeaderBytes } })
+      : createAdaptorServer({ fetch: app.fetch, serverOptions: { maxHeaderSize: cfg.maxHeaderBytes } })
+  ) as Server;
+  // Requests Node refuses before any route sees them (headers over the limit, broken HTTP)
+  // still get an answer in the protocol's error format.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, cfg.maxHeaderBytes));
   // Event streams are long-lived; Node's default request timeout would cut them.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -95,7 +123,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   });
   const port = (server.address() as AddressInfo).port;
   const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
-  const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info({ url, instance: instanceId }, 'router listening');
 
   return {
@@ -118,10 +146,30 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
       });
       // Jobs still running are not waited for: they stall and are adopted by another router.
       await dispatcher.close(true);
+      await limiter.close();
       storage.stop();
       await spill.close();
       await devS3?.close();
       await Promise.all([redis.quit(), sub.quit(), bullConn.quit(), bullWorkerConn.quit()].map((p) => p.catch(() => undefined)));
     },
   };
+}
+
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, maxHeaderBytes: number): void {
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const e =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new RelayError('BAD_REQUEST', `request headers are over the limit of ${maxHeaderBytes} bytes`)
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? null
+        : new RelayError('BAD_REQUEST', `malformed HTTP request (${err.code ?? 'parse error'})`);
+  if (!e) {
+    socket.destroy();
+    return;
+  }
+  const body = JSON.stringify(e.toBody());
+  socket.end(`HTTP/1.1 ${e.status} Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

@@ -47,6 +47,7 @@ export class Storage {
   /** Creates the bucket if needed and sets its retention; starts the sweeper. */
   async init(): Promise<void> {
     if (!(await this.s3.bucketExists(this.cfg.bucket))) await this.s3.makeBucket(this.cfg.bucket, this.cfg.region);
+    await this.refusePublicBucket();
     // S3 lifecycle rules count in whole days; the sweeper below enforces sub-day retention.
     const days = Math.max(1, Math.ceil(this.cfg.retentionS / 86_400));
     try {
@@ -59,6 +60,19 @@ export class Storage {
     const every = Math.min(300_000, Math.max(10_000, (this.cfg.retentionS * 1000) / 6));
     this.sweeper = setInterval(() => void this.sweep().catch((err) => this.log.warn({ err: (err as Error).message }, 'retention sweep failed')), every);
     this.sweeper.unref();
+  }
+
+  /** Results are private: a bucket whose policy lets anonymous users in stops the router. */
+  private async refusePublicBucket(): Promise<void> {
+    let policy: string;
+    try {
+      policy = await this.s3.getBucketPolicy(this.cfg.bucket);
+    } catch {
+      return; // no policy (the private default), or a store that does not do policies
+    }
+    if (isPublicPolicy(policy)) {
+      throw new Error(`bucket ${this.cfg.bucket} has a policy that allows anonymous access; results must stay private (MinIO: mc anonymous set none ALIAS/${this.cfg.bucket})`);
+    }
   }
 
   stop(): void {
@@ -108,6 +122,24 @@ export class Storage {
     if (old.length) this.log.info({ deleted: old.length }, 'retention sweep removed expired results');
     return old.length;
   }
+}
+
+/** True when an S3 bucket policy allows something to everyone (Principal "*"). */
+export function isPublicPolicy(text: string): boolean {
+  let doc: { Statement?: unknown };
+  try {
+    doc = JSON.parse(text) as { Statement?: unknown };
+  } catch {
+    return false;
+  }
+  const statements = Array.isArray(doc.Statement) ? doc.Statement : doc.Statement ? [doc.Statement] : [];
+  return statements.some((st: { Effect?: string; Principal?: unknown }) => {
+    if (st?.Effect !== 'Allow') return false;
+    const p = st.Principal;
+    if (p === '*') return true;
+    const aws = (p as { AWS?: unknown } | undefined)?.AWS;
+    return aws === '*' || (Array.isArray(aws) && aws.includes('*'));
+  });
 }
 
 /** Starts the embedded S3-compatible store (s3rver) for development and tests. */

@@ -3,7 +3,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hono } from 'hono';
 import { RelayError, toRelayError } from '../../protocol/errors.js';
-import { clientRequestSchema, HEADERS, requestIdSchema, type Mode, type OffloadResponse } from '../../protocol/wire.js';
+import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
 import { connectorTenant, sha256 } from '../auth.js';
 import { keys } from '../redis.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
@@ -19,8 +19,6 @@ export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
         await handleRequest(deps, c.env.incoming, res, mode, await principalOf(deps, c, 'client'));
       } catch (err) {
         const e = toRelayError(err);
-        // Counted here so every refusal of a limit (whoever raises it) shows on /metrics.
-        if (e.code === 'RATE_LIMITED') deps.metrics.rateLimited.inc({ mode });
         if (e.code === 'INTERNAL') deps.log.error({ err, request: e.requestId }, 'request failed');
         sendError(res, e);
       }
@@ -104,13 +102,23 @@ async function handleRequest(
   req: IncomingMessage,
   res: ServerResponse,
   mode: Mode,
-  p: { tenant: string },
+  p: { tenant: string; id: string },
 ): Promise<void> {
-  const { cfg, requests } = deps;
   if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
   const owner = await connectorTenant(deps.redis, body.connector);
   if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
+  // One slot of the size class and of the connector, held until this answer ends however it ends.
+  const slot = await deps.limiter.acquire(mode, p.tenant, body.connector);
+  try {
+    await accepted(deps, req, res, mode, p, body);
+  } finally {
+    await slot.release();
+  }
+}
+
+async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, mode: Mode, p: { tenant: string; id: string }, body: ClientRequest): Promise<void> {
+  const { cfg, requests } = deps;
   const started = Date.now();
   const id = newRequestId();
   const idemKey = idempotencyKey(req);
@@ -137,13 +145,13 @@ async function handleRequest(
     }), partSize: cfg.partSize };
   }
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
-  const sink = newSink(deps, req, res, id, mode, started);
+  const sink = newSink(deps, req, res, id, mode, body.connector, started);
   await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode, spec });
-  deps.log.info({ request: id, tenant: p.tenant, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
+  deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
 
-function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, started: number): Sink | null {
+function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, connector: string, started: number): Sink | null {
   const { cfg, metrics } = deps;
   let first = true;
   const onBytes = (n: number) => {
@@ -156,7 +164,10 @@ function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id
   let sink: Sink | null = null;
   if (mode === 'stream') sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(String(req.headers['accept-encoding'] ?? '')), onBytes);
   else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
-  if (sink) deps.sinks.add(sink);
+  if (sink) {
+    sink.connector = connector;
+    deps.sinks.add(sink);
+  }
   return sink;
 }
 
@@ -172,7 +183,7 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   const rec = await deps.requests.get(id);
   if (!rec || rec.mode !== mode || rec.status === 'failed' || rec.status === 'cancelled') return false;
   const old = deps.sinks.get(id);
-  const sink = newSink(deps, req, res, id, mode, Date.now())!;
+  const sink = newSink(deps, req, res, id, mode, rec.connector, Date.now())!;
   if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
   if (!(await deps.dispatcher.restartFromZero(id))) {
     sink.fail(new RelayError('GONE', `request ${id} ended while re-attaching`, { requestId: id }));

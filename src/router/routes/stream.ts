@@ -19,7 +19,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
   /** The local sink of a live request, or the reason there is none. */
   async function sinkFor(id: string, connector: string, attempt: number): Promise<Sink> {
     const sink = sinks.get(id);
-    if (sink && !sink.isEnded) return sink;
+    // Another connector's upload never touches the sink: the guard answers it (FORBIDDEN).
+    if (sink && !sink.isEnded && sink.connector === connector) return sink;
     await requests.guard(id, connector, attempt, 'upload');
     const rec = await requests.get(id);
     if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
@@ -75,7 +76,11 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
         // A connector held back by a slow client is alive: its lease is renewed.
         await requests.guard(id, p.id, head.attempt, 'upload');
       }
-      if (err instanceof RelayError && err.code === 'RESULT_TOO_LARGE') await failWith(id, sink, err);
+      // Only the current attempt may fail the request (a stale one gets GONE from the guard).
+      if (err instanceof RelayError && err.code === 'RESULT_TOO_LARGE') {
+        await requests.guard(id, p.id, head.attempt, 'upload');
+        await failWith(id, sink, err);
+      }
       throw err;
     }
     let stored = false;

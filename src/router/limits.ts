@@ -1,0 +1,190 @@
+// Concurrency limits shared by every router instance (PROTOCOL.md §1 RATE_LIMITED).
+// A client request holds one slot of its size class (sync, stream, offload) and one of its
+// connector's command cap from acceptance until its answer ends. Slots are leases in Redis
+// sorted sets (score = expiry): this instance renews its own every lease/3, releases them on
+// every ending, and a crashed instance's slots come back when their leases lapse.
+//
+// Fairness: a tenant that was refused recently is "waiting". While another tenant waits, a
+// tenant may take a free slot only below its fair share (limit / tenants holding or waiting),
+// so a tenant flooding requests cannot keep every slot as they free up.
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
+import type { Mode } from '../protocol/wire.js';
+import { keys, type Redis } from './redis.js';
+
+export interface LimitsConfig {
+  /** Concurrent requests per size class, over all router instances. */
+  perClass: Record<Mode, number>;
+  /** Concurrent requests (commands in flight) per connector. */
+  perConnector: number;
+  leaseS: number;
+  /** Base Retry-After of a RATE_LIMITED answer; up to 50 % jitter is added. */
+  retryAfterMs: number;
+}
+
+// KEYS: class slots, class waiting tenants, connector slots.
+// ARGV: tenant, lease id, class limit, connector limit, lease ms, waiting ms.
+// Members of the class set are "<tenant>|<lease>" (neither contains '|').
+const ACQUIRE = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tenant, lease = ARGV[1], ARGV[2]
+local limit, connLimit, ttl, waitMs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local total, mine, n = #members, 0, 0
+local seen = {}
+for _, m in ipairs(members) do
+  local mt = string.match(m, '^([^|]*)|')
+  if mt == tenant then mine = mine + 1 end
+  if mt and not seen[mt] then seen[mt] = true; n = n + 1 end
+end
+local othersWaiting = false
+for _, w in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if w ~= tenant then
+    othersWaiting = true
+    if not seen[w] then seen[w] = true; n = n + 1 end
+  end
+end
+if not seen[tenant] then n = n + 1 end
+local share = math.max(1, math.floor(limit / n))
+local reason
+if total >= limit then reason = 'CLASS'
+elseif othersWaiting and mine >= share then reason = 'SHARE'
+elseif redis.call('ZCARD', KEYS[3]) >= connLimit then reason = 'CONNECTOR'
+end
+if reason then
+  if reason ~= 'CONNECTOR' then
+    redis.call('ZADD', KEYS[2], now + waitMs, tenant)
+    redis.call('PEXPIRE', KEYS[2], waitMs * 2)
+  end
+  return {reason, total, mine, share}
+end
+redis.call('ZADD', KEYS[1], now + ttl, tenant .. '|' .. lease)
+redis.call('ZADD', KEYS[3], now + ttl, lease)
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+redis.call('PEXPIRE', KEYS[3], ttl * 2)
+return {'OK', total + 1, mine + 1, share}`;
+
+// KEYS: class slots, connector slots. ARGV: class member, lease id, lease ms.
+// Only renews what is still there: a lease that lapsed is not brought back.
+const RENEW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
+redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+redis.call('PEXPIRE', KEYS[2], ttl * 2)
+return 1`;
+
+type Scripted = Redis & {
+  relayLimitAcquire(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<[string, number, number, number]>;
+  relayLimitRenew(k1: string, k2: string, ...args: (string | number)[]): Promise<number>;
+};
+
+interface Held {
+  mode: Mode;
+  connector: string;
+  member: string;
+  lease: string;
+}
+
+export interface Slot {
+  /** Gives the slot back (idempotent; never throws). */
+  release(): Promise<void>;
+}
+
+export class Limiter {
+  private readonly r: Scripted;
+  private readonly held = new Map<string, Held>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    redis: Redis,
+    private readonly cfg: LimitsConfig,
+    private readonly log: Logger,
+    private readonly onLimited: (mode: Mode, reason: string) => void = () => undefined,
+  ) {
+    if (!('relayLimitAcquire' in redis)) {
+      redis.defineCommand('relayLimitAcquire', { numberOfKeys: 3, lua: ACQUIRE });
+      redis.defineCommand('relayLimitRenew', { numberOfKeys: 2, lua: RENEW });
+    }
+    this.r = redis as Scripted;
+  }
+
+  /** Number of slots this instance holds. */
+  get size(): number {
+    return this.held.size;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.renewAll(), (this.cfg.leaseS * 1000) / 3);
+    this.timer.unref();
+  }
+
+  /** Takes a slot for a request of `tenant` on `connector`, or throws RATE_LIMITED. */
+  async acquire(mode: Mode, tenant: string, connector: string): Promise<Slot> {
+    const lease = `${randomBytes(9).toString('base64url')}`;
+    const leaseMs = Math.round(this.cfg.leaseS * 1000);
+    const retryAfterMs = Math.round(this.cfg.retryAfterMs * (1 + Math.random() * 0.5));
+    const [verdict, total, mine, share] = await this.r.relayLimitAcquire(
+      keys.limitClass(mode),
+      keys.limitWaiting(mode),
+      keys.limitConnector(connector),
+      tenant,
+      lease,
+      this.cfg.perClass[mode],
+      this.cfg.perConnector,
+      leaseMs,
+      Math.max(5000, 3 * retryAfterMs),
+    );
+    if (verdict !== 'OK') {
+      this.onLimited(mode, verdict.toLowerCase());
+      const why =
+        verdict === 'CLASS'
+          ? `${total} ${mode} requests are running, the limit is ${this.cfg.perClass[mode]}`
+          : verdict === 'SHARE'
+            ? `your tenant holds ${mine} of the ${this.cfg.perClass[mode]} ${mode} slots, its fair share while others wait is ${share}`
+            : `connector ${connector} has ${this.cfg.perConnector} commands in flight, its limit`;
+      throw new RelayError('RATE_LIMITED', `too many concurrent requests: ${why}; retry later`, { retryAfterMs });
+    }
+    const h: Held = { mode, connector, member: `${tenant}|${lease}`, lease };
+    this.held.set(lease, h);
+    let released = false;
+    return {
+      release: async () => {
+        if (released) return;
+        released = true;
+        this.held.delete(lease);
+        await this.drop(h);
+      },
+    };
+  }
+
+  private async drop(h: Held): Promise<void> {
+    try {
+      await this.r.multi().zrem(keys.limitClass(h.mode), h.member).zrem(keys.limitConnector(h.connector), h.lease).exec();
+    } catch (err) {
+      // Redis away: the lease lapses by itself.
+      this.log.warn({ err: (err as Error).message }, 'could not release a concurrency slot (its lease will lapse)');
+    }
+  }
+
+  private async renewAll(): Promise<void> {
+    if (this.held.size === 0) return;
+    const pipe = this.r.pipeline();
+    const leaseMs = Math.round(this.cfg.leaseS * 1000);
+    for (const h of this.held.values()) (pipe as unknown as Scripted).relayLimitRenew(keys.limitClass(h.mode), keys.limitConnector(h.connector), h.member, h.lease, leaseMs);
+    await pipe.exec().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not renew concurrency slots'));
+  }
+
+  /** Stops renewing and gives back every slot still held (shutdown). */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    const all = [...this.held.values()];
+    this.held.clear();
+    await Promise.all(all.map((h) => this.drop(h)));
+  }
+}
