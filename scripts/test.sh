@@ -5,6 +5,8 @@
 #   npm test -- test/unit/codec.test.ts        one file (a .ts path under test/ is mapped to dist/)
 #   npm test -- --test-name-pattern=zstd       node --test options (use the --opt=value form)
 #
+# PostgreSQL likewise (scripts/lib/postgres.sh; RELAY_TEST_PG_URL for the tests).
+#
 # Tests run one file at a time (--test-concurrency=1): integration and e2e tests share one Redis
 # and start real processes. The Redis this script started is stopped on exit; one that was
 # already running is left alone. Exits with the test runner's status.
@@ -13,13 +15,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/lib/deps.sh
 source scripts/lib/redis.sh
+source scripts/lib/postgres.sh
 
-trap stop_redis EXIT
+trap 'stop_postgres; stop_redis' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 ensure_node_deps
 ensure_redis
+ensure_postgres
 
 opts=()
 targets=()
@@ -44,7 +48,7 @@ if [ ${#targets[@]} -eq 0 ]; then
   exit 1
 fi
 
-echo "test: node --test ${targets[*]} (RELAY_REDIS_URL=$RELAY_REDIS_URL)" >&2
+echo "test: node --test ${targets[*]} (RELAY_REDIS_URL=$RELAY_REDIS_URL, RELAY_TEST_PG_URL=$RELAY_TEST_PG_URL)" >&2
 status=0
 node --test --test-concurrency=1 --test-timeout=300000 ${opts[@]+"${opts[@]}"} "${targets[@]}" || status=$?
 exit "$status"
