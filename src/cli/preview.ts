@@ -138,7 +138,7 @@ export class PreviewWriter extends Writable {
         const cols = new Map<string, number>();
         const take = (line: string) => {
           if (!line.trim() || this.full) return;
-          const obj = JSON.parse(line) as Record<string, unknown>;
+          const obj = JSON.parse(quoteLongNumbers(line)) as Record<string, unknown>;
           for (const k of Object.keys(obj)) if (!cols.has(k)) cols.set(k, cols.size);
           const row: string[] = [];
           for (const [k, i] of cols) row[i] = obj[k] === null || obj[k] === undefined ? 'NULL' : cell(typeof obj[k] === 'string' ? (obj[k] as string) : JSON.stringify(obj[k]));
@@ -206,6 +206,33 @@ export class PreviewWriter extends Writable {
     if (this.failure && this.rows.length === 0) throw new Error(`cannot read the result as ${this.format}: ${this.failure.message}`);
     return { columns: this.columns, rows: this.rows };
   }
+}
+
+/**
+ * JSON numbers past 2^53 lose digits in JSON.parse: those with 16 or more digits are turned
+ * into strings first (outside string literals), so a 64-bit integer shows exactly.
+ */
+export function quoteLongNumbers(json: string): string {
+  let out = '';
+  let i = 0;
+  while (i < json.length) {
+    const ch = json[i]!;
+    if (ch === '"') {
+      let j = i + 1;
+      while (j < json.length && json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      out += json.slice(i, j + 1);
+      i = j + 1;
+    } else if (ch === '-' || (ch >= '0' && ch <= '9')) {
+      const m = /^-?\d+(\.\d+)?([eE][+-]?\d+)?/.exec(json.slice(i, i + 400))!;
+      const digits = m[0].replace(/\D/g, '').length;
+      out += digits >= 16 && !m[1] && !m[2] ? `"${m[0]}"` : m[0];
+      i += m[0].length || 1;
+    } else {
+      out += ch;
+      i++;
+    }
+  }
+  return out;
 }
 
 /** Text for one Arrow value in a preview cell. */
