@@ -20,7 +20,7 @@ import { addClient, addConnector, addTenant } from '../router/auth.js';
 import { connectRedis } from '../router/redis.js';
 import { exitWithError } from './fail.js';
 import { generateSampleData, salesCsvBytes } from './sample-data.js';
-import { renderTable } from './preview.js';
+import { arrowPreview, renderTable } from './preview.js';
 
 const BIN = resolve(import.meta.dirname, '../../../bin/relay.js');
 
@@ -89,11 +89,7 @@ async function sqlRequest(cfg: { routerUrl: string; apiKey: string }, connector:
     const expected = BigInt(salesCsvBytes(bigCsvBound).rows);
     const ok = r.verified && counted === expected;
     rows.push({ mode: 'stream', dataset: label, bytes: r.bytes, seconds: r.seconds, verified: ok ? `yes (${r.checksum}, ${counted} rows counted)` : `NO (${counted} of ${expected} rows)` });
-    const preview = {
-      columns: t.schema.fields.map((f) => f.name),
-      rows: [...t].map((row) => t.schema.fields.map((f) => String(row[f.name]))),
-    };
-    return renderTable(preview);
+    return renderTable(arrowPreview(t));
   } catch (err) {
     const e = toRelayError(err);
     rows.push({ mode: 'stream', dataset: label, bytes: 0, seconds: 0, verified: `FAILED: ${e.code}: ${e.message}` });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { RecordBatchReader, tableFromIPC, Type, type DataType } from 'apache-arrow';
+import { RecordBatchReader, tableFromIPC, Type, type DataType, type Table as ArrowTable } from 'apache-arrow';
 import { parse as parseCsv, type Parser } from 'csv-parse';
 import Table from 'cli-table3';
 import * as pq from 'parquet-wasm/node';
@@ -164,10 +164,9 @@ export class PreviewWriter extends Writable {
           file.end();
           await finished(file);
           const pf = await pq.ParquetFile.fromFile(await openAsBlob(join(dir, 'result.parquet')));
-          const t = tableFromIPC((await pf.read({ limit: this.limit })).intoIPCStream());
-          this.columns = t.schema.fields.map((f) => f.name);
-          const fmt = t.schema.fields.map((f) => arrowCell(f.type));
-          for (let r = 0; r < t.numRows && !this.full; r++) this.rows.push(fmt.map((f, i) => f(t.getChildAt(i)?.get(r))));
+          const t = arrowPreview(tableFromIPC((await pf.read({ limit: this.limit })).intoIPCStream()), this.limit);
+          this.columns = t.columns;
+          this.rows.push(...t.rows);
         };
         return;
       }
@@ -233,6 +232,14 @@ export function quoteLongNumbers(json: string): string {
     }
   }
   return out;
+}
+
+/** An Arrow table's first rows as preview text. */
+export function arrowPreview(t: ArrowTable, limit = Infinity): PreviewTable {
+  const fmt = t.schema.fields.map((f) => arrowCell(f.type));
+  const rows: string[][] = [];
+  for (let r = 0; r < t.numRows && r < limit; r++) rows.push(fmt.map((f, i) => f(t.getChildAt(i)?.get(r))));
+  return { columns: t.schema.fields.map((f) => f.name), rows };
 }
 
 /** Text for one Arrow value in a preview cell. */
