@@ -1,15 +1,17 @@
-// `node dist/bench/sql-memory.js [--rows N] [--formats arrow,csv,...] [--record]`: the connector's
-// memory (RSS) while it streams a big PostgreSQL result.
+// `node dist/bench/sql-memory.js [--rows N,M,...] [--formats arrow,csv,...] [--record]`: the
+// connector's memory (RSS) while it streams big PostgreSQL results.
 //
 // Starts a real router and a connector process on loopback (Redis from RELAY_REDIS_URL,
 // PostgreSQL from RELAY_TEST_PG_URL: `npm run bench:sql` starts both) with `main=` that
 // database. For each format, one request-stream of
 //   SELECT g AS id, md5(g::text) AS h, (g % 100000)::numeric(12,2) / 7 AS amount,
 //          timestamptz '2020-01-01' + g * interval '1 second' AS ts FROM generate_series(1, N) g
-// (10 million rows by default) whose bytes the client hashes and drops. Samples the connector's
-// VmRSS from /proc every 100 ms. Prints one table: rows, bytes, time, RSS before, peak and
-// median during, growth of the peak over the rest value. The result is hundreds of MB to GB:
-// a connector holding it would grow by that much; bounded means growth of a few batches.
+// (1 and 10 million rows by default) whose bytes the client hashes and drops. Samples the
+// connector's VmRSS from /proc every 100 ms. Prints one table: rows, bytes, time, RSS before,
+// peak and median during, growth of the peak over the rest value. The results are hundreds of
+// MB: a connector holding one would grow by that much. Bounded means the peak does not follow
+// the result's size: per format, the peak at the most rows is within 64 MB of the peak at the
+// fewest (ten times fewer bytes), and growth stays well under the result's size.
 // --record appends the table, dated and with the machine description, to bench/RESULTS.md.
 import { appendFile, readFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -22,19 +24,20 @@ import { REPO, Stack } from '../test/helpers/stack.js';
 
 const { values: args } = parseArgs({
   options: {
-    rows: { type: 'string', default: '10000000' },
+    rows: { type: 'string', default: '1000000,10000000' },
     formats: { type: 'string', default: 'arrow,csv,parquet' },
     record: { type: 'boolean', default: false },
   },
 });
-const ROWS = Number(args.rows);
+const ROW_COUNTS = args.rows.split(',').map(Number);
+for (const n of ROW_COUNTS) if (!Number.isInteger(n) || n < 1) throw new Error(`bad --rows ${args.rows}`);
 const FORMAT_LIST = args.formats.split(',') as Format[];
 for (const f of FORMAT_LIST) if (!FORMATS.includes(f) || f === 'raw') throw new Error(`unknown format ${f}`);
 const PG_URL = process.env.RELAY_TEST_PG_URL;
 if (!PG_URL) throw new Error('RELAY_TEST_PG_URL is not set: run `npm run bench:sql` (scripts/bench.sh starts PostgreSQL)');
 const BATCH_ROWS = Number(process.env.RELAY_SQL_BATCH_ROWS || 10_000);
-/** Bound on growth: a few batches in flight (cursor rows, Arrow batch, encoded bytes, chunks) plus allocator slack. */
-const TARGET_GROWTH_MB = 150;
+/** Flat in the result's size: the peak at the most rows may exceed the peak at the fewest by this much. */
+const FLAT_MB = 64;
 
 async function rssMB(pid: number): Promise<number> {
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
@@ -57,11 +60,12 @@ class Sampler {
   }
 }
 
-const SQL = `SELECT g AS id, md5(g::text) AS h, (g % 100000)::numeric(12,2) / 7 AS amount,
-  timestamptz '2020-01-01' + g * interval '1 second' AS ts FROM generate_series(1, ${ROWS}) g`;
+const sqlFor = (rows: number) => `SELECT g AS id, md5(g::text) AS h, (g % 100000)::numeric(12,2) / 7 AS amount,
+  timestamptz '2020-01-01' + g * interval '1 second' AS ts FROM generate_series(1, ${rows}) g`;
 
 interface Row {
   format: string;
+  rows: number;
   bytes: number;
   seconds: number;
   before: number;
@@ -76,16 +80,16 @@ async function main(): Promise<void> {
   try {
     const pid = s.connector!.child.pid!;
     const sampler = new Sampler(pid);
-    for (const format of FORMAT_LIST) {
+    for (const format of FORMAT_LIST) for (const n of ROW_COUNTS) {
       // Settle: RSS at rest before the scenario.
       await new Promise((r) => setTimeout(r, 2000));
       const before = await rssMB(pid);
       sampler.start();
       const sink = new Writable({ write: (_c, _e, cb) => cb(), highWaterMark: 1 << 20 });
-      process.stderr.write(`bench: ${ROWS} rows as ${format}...\n`);
-      const r = await requestStream(s.clientCfg(), { connector: s.connectorId, sql: SQL, format, timeout_s: 3600 }, sink);
+      process.stderr.write(`bench: ${n} rows as ${format}...\n`);
+      const r = await requestStream(s.clientCfg(), { connector: s.connectorId, sql: sqlFor(n), format, timeout_s: 3600 }, sink);
       const { peak, median } = sampler.stop();
-      rows.push({ format, bytes: r.bytes, seconds: r.seconds, before, peak, median, verified: r.verified });
+      rows.push({ format, rows: n, bytes: r.bytes, seconds: r.seconds, before, peak, median, verified: r.verified });
       process.stderr.write(`bench: ${format}: ${(r.bytes / 1e6).toFixed(0)} MB in ${r.seconds.toFixed(1)} s, peak RSS ${peak.toFixed(0)} MB\n`);
     }
   } finally {
@@ -97,7 +101,11 @@ async function main(): Promise<void> {
   const sep = `|--------|-----:|----------:|--------:|-------:|----------:|------------:|----------:|--------------------------:|--------|-----|----------|`;
   const lines = rows.map((r) => {
     const growth = r.peak - r.before;
-    return `| ${r.format} | ${ROWS.toLocaleString('en')} | ${(r.bytes / 1e6).toFixed(0)} | ${r.seconds.toFixed(1)} | ${Math.round(ROWS / r.seconds).toLocaleString('en')} | ${r.before.toFixed(1)} | ${r.peak.toFixed(1)} | ${r.median.toFixed(1)} | ${growth.toFixed(1)} | growth ≤ ${TARGET_GROWTH_MB} MB | ${growth <= TARGET_GROWTH_MB ? 'yes' : 'NO'} | ${r.verified ? 'yes' : 'NO'} |`;
+    // The smallest run of the same format is the reference; the others must not grow with the result.
+    const ref = rows.filter((x) => x.format === r.format).sort((a, b) => a.rows - b.rows)[0]!;
+    const target = ref === r ? `growth < result (${(r.bytes / 1e6).toFixed(0)} MB)` : `peak ≤ ${(ref.peak + FLAT_MB).toFixed(0)} MB (${ref.rows.toLocaleString('en')}-row peak + ${FLAT_MB})`;
+    const met = ref === r ? growth < r.bytes / 1e6 : r.peak <= ref.peak + FLAT_MB;
+    return `| ${r.format} | ${r.rows.toLocaleString('en')} | ${(r.bytes / 1e6).toFixed(0)} | ${r.seconds.toFixed(1)} | ${Math.round(r.rows / r.seconds).toLocaleString('en')} | ${r.before.toFixed(1)} | ${r.peak.toFixed(1)} | ${r.median.toFixed(1)} | ${growth.toFixed(1)} | ${target} | ${met ? 'yes' : 'NO'} | ${r.verified ? 'yes' : 'NO'} |`;
   });
   const table = [head, sep, ...lines].join('\n');
   process.stdout.write(`\n${table}\n\n`);
@@ -106,8 +114,8 @@ async function main(): Promise<void> {
     const machine = `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
     const text =
       `\n## ${when} — connector memory, SQL results from PostgreSQL\n\nRecorded by \`npm run bench:sql -- --record\` ` +
-      `(rows ${ROWS.toLocaleString('en')}, RELAY_SQL_BATCH_ROWS ${BATCH_ROWS}). Machine: ${machine}. ` +
-      `Query: \`${SQL.replace(/\s+/g, ' ')}\`; the client (request-stream) hashes and drops the bytes.\n\n${table}\n`;
+      `(RELAY_SQL_BATCH_ROWS ${BATCH_ROWS}). Machine: ${machine}. ` +
+      `Query: \`${sqlFor(ROW_COUNTS.at(-1)!).replace(/\s+/g, ' ')}\` (and the smaller counts); the client (request-stream) hashes and drops the bytes.\n\n${table}\n`;
     await appendFile(join(REPO, 'bench/RESULTS.md'), text);
     process.stderr.write('bench: appended to bench/RESULTS.md\n');
   }
