@@ -22,6 +22,8 @@ interface Setting<T> {
   env: string;
   schema: z.ZodType<T>;
   default?: T;
+  /** The value may hold a secret (a database URL's password): errors do not echo it. */
+  secret?: boolean;
 }
 
 function read<S extends Record<string, Setting<unknown>>>(
@@ -41,7 +43,7 @@ function read<S extends Record<string, Setting<unknown>>>(
     }
     const parsed = s.schema.safeParse(raw);
     if (parsed.success) out[key] = parsed.data;
-    else problems.push(`${s.flag ? `--${kebab(s.flag)} / ` : ''}${s.env}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+    else problems.push(`${s.flag ? `--${kebab(s.flag)} / ` : ''}${s.env}${s.secret ? '' : `=${JSON.stringify(raw)}`}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
   }
   if (problems.length) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
   return out as never;
@@ -131,7 +133,7 @@ const connectorSettings = {
   connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
   zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
-  databases: { flag: 'database', env: 'RELAY_DATABASES', schema: databasesSchema, default: [] as DatabaseSpec[] },
+  databases: { flag: 'database', env: 'RELAY_DATABASES', schema: databasesSchema, default: [] as DatabaseSpec[], secret: true },
   sqlTimeoutS: { flag: 'sqlTimeout', env: 'RELAY_SQL_TIMEOUT_S', schema: num(0.1, 86_400), default: 300 },
   sqlBatchRows: { env: 'RELAY_SQL_BATCH_ROWS', schema: int(1, 1_000_000), default: 10_000 },
   duckdbMemoryLimit: { env: 'RELAY_DUCKDB_MEMORY_LIMIT', schema: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'a size such as 512MB or 2GiB'), default: '1GB' },
