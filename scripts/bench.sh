@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `npm run bench [-- ARGS]`: installs/builds what is missing, makes sure a Redis is there, then
 # runs dist/bench/run.js ARGS (compiled from bench/run.ts). `npm run soak` runs bench/soak.ts
-# the same way (RELAY_BENCH_ENTRY=soak). The Redis this script started is stopped on exit.
+# the same way (RELAY_BENCH_ENTRY=soak), and `npm run bench:sql` bench/sql-memory.ts (which also
+# gets a PostgreSQL, scripts/lib/postgres.sh). What this script started is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/lib/deps.sh
 source scripts/lib/redis.sh
+source scripts/lib/postgres.sh
 
-trap stop_redis EXIT
+trap 'stop_postgres; stop_redis' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -16,6 +18,7 @@ ensure_node_deps
 entry="dist/bench/${RELAY_BENCH_ENTRY:-run}.js"
 [ -f "$entry" ] || { echo "bench: $entry is missing (npm run build)" >&2; exit 2; }
 ensure_redis
+case "$entry" in *sql*) ensure_postgres ;; esac
 
 status=0
 node "$entry" "$@" || status=$?

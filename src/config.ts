@@ -23,6 +23,8 @@ interface Setting<T> {
   env: string;
   schema: z.ZodType<T>;
   default?: T;
+  /** The value may hold a secret (a database URL's password): errors do not echo it. */
+  secret?: boolean;
 }
 
 function read<S extends Record<string, Setting<unknown>>>(
@@ -42,7 +44,7 @@ function read<S extends Record<string, Setting<unknown>>>(
     }
     const parsed = s.schema.safeParse(raw);
     if (parsed.success) out[key] = parsed.data;
-    else problems.push(`${s.flag ? `--${kebab(s.flag)} / ` : ''}${s.env}=${JSON.stringify(raw)}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+    else problems.push(`${s.flag ? `--${kebab(s.flag)} / ` : ''}${s.env}${s.secret ? '' : `=${JSON.stringify(raw)}`}: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
   }
   if (problems.length) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`);
   return out as never;
@@ -115,6 +117,36 @@ export function readPem(path: string, what: string): string {
   return text;
 }
 
+/** A database a connector may run SQL on, named on its command line (issue: SQL on real databases). */
+export type DatabaseSpec = { name: string; kind: 'postgres'; url: string } | { name: string; kind: 'duckdb' };
+
+const DB_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * `main=postgres://user@host/db` or `files=duckdb`, from repeated --database flags or from
+ * RELAY_DATABASES (comma-separated; percent-encode commas inside a URL). Order is kept: the
+ * first is the default database.
+ */
+export const databasesSchema = z.union([z.string(), z.array(z.string())]).transform((raw, ctx): DatabaseSpec[] => {
+  const items = (Array.isArray(raw) ? raw : raw.split(',')).map((s) => s.trim()).filter(Boolean);
+  const out: DatabaseSpec[] = [];
+  for (const item of items) {
+    const eq = item.indexOf('=');
+    const name = eq > 0 ? item.slice(0, eq) : '';
+    const target = item.slice(eq + 1);
+    if (!DB_NAME.test(name)) {
+      ctx.addIssue({ code: 'custom', message: `"${item.split('://')[0]}...": expected NAME=postgres://... or NAME=duckdb, NAME of letters, digits, . _ -` });
+      continue;
+    }
+    if (out.some((d) => d.name === name)) ctx.addIssue({ code: 'custom', message: `database "${name}" is named twice` });
+    if (target === 'duckdb') out.push({ name, kind: 'duckdb' });
+    else if (/^postgres(ql)?:\/\//.test(target) && URL.canParse(target)) out.push({ name, kind: 'postgres', url: target });
+    // The URL may hold a password: never echo it.
+    else ctx.addIssue({ code: 'custom', message: `database "${name}": expected postgres://... (or postgresql://...) or duckdb` });
+  }
+  return out;
+});
+
 const connectorSettings = {
   routerUrl: { flag: 'router', env: 'RELAY_ROUTER_URL', schema: url, default: 'http://127.0.0.1:8080' },
   id: { flag: 'id', env: 'RELAY_CONNECTOR_ID', schema: z.string().min(1).max(128).optional(), default: undefined },
@@ -130,10 +162,17 @@ const connectorSettings = {
   metricsPort: { flag: 'metricsPort', env: 'RELAY_METRICS_PORT', schema: int(0, 65535).optional(), default: undefined },
   metricsHost: { flag: 'metricsHost', env: 'RELAY_METRICS_HOST', schema: z.string().min(1), default: '127.0.0.1' },
   logLevel: { env: 'RELAY_LOG_LEVEL', schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), default: 'info' },
+  databases: { flag: 'database', env: 'RELAY_DATABASES', schema: databasesSchema, default: [] as DatabaseSpec[], secret: true },
+  sqlTimeoutS: { flag: 'sqlTimeout', env: 'RELAY_SQL_TIMEOUT_S', schema: num(0.1, 86_400), default: 300 },
+  sqlBatchRows: { env: 'RELAY_SQL_BATCH_ROWS', schema: int(1, 1_000_000), default: 10_000 },
+  duckdbMemoryLimit: { env: 'RELAY_DUCKDB_MEMORY_LIMIT', schema: z.string().regex(/^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$/i, 'a size such as 512MB or 2GiB'), default: '1GB' },
+  duckdbThreads: { env: 'RELAY_DUCKDB_THREADS', schema: int(1, 1024), default: 2 },
 } satisfies Record<string, Setting<unknown>>;
 
 export type ConnectorConfig = ReturnType<typeof connectorConfig> & { id: string; token: string };
 export function connectorConfig(flags: Flags = {}, env: Env = process.env) {
+  // commander hands an empty list when --database was not given: the variable applies then.
+  if (Array.isArray(flags.database) && flags.database.length === 0) flags = { ...flags, database: undefined };
   const c = read(connectorSettings, flags, env);
   if (!c.token) throw new ConfigError('invalid configuration: a connector token is required (--token or RELAY_CONNECTOR_TOKEN)');
   // Extra CA certificates to trust (a private CA in front of the router or the object store).

@@ -1,4 +1,5 @@
 // `relay connector`: run the on-premise agent until SIGINT/SIGTERM.
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError, connectorConfig, type ConnectorConfig } from '../config.js';
 import { startConnector } from '../connector/connector.js';
@@ -18,6 +19,12 @@ export function register(program: Command): void {
     .option('--metrics-port <n>', 'serve Prometheus metrics on this local port (RELAY_METRICS_PORT; 0 = any free port; default: off)')
     .option('--metrics-host <addr>', 'address for --metrics-port (RELAY_METRICS_HOST, default 127.0.0.1)')
     .option('--ca-file <file>', 'extra CA certificates (PEM) to trust for the router and the object store (RELAY_CA_FILE)')
+    .option(
+      '--database <name=target>',
+      'a database requests may run SQL on: NAME=postgres://user@host/db or NAME=duckdb (SQL over the data directory\'s files); repeatable, the first is the default (RELAY_DATABASES, comma-separated)',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option('--sql-timeout <s>', 'statement timeout for SQL requests, in seconds (RELAY_SQL_TIMEOUT_S)')
     .action(async (opts: Record<string, unknown>) => {
       let cfg: ConnectorConfig;
       try {
@@ -30,6 +37,17 @@ export function register(program: Command): void {
         throw err;
       }
       const log = createLogger('connector', cfg.logLevel);
+      if (cfg.databases.some((d) => d.kind === 'duckdb')) {
+        // DuckDB resolves relative file names (SELECT * FROM 'sales/x.csv') against the working
+        // directory, and its sandbox only lets it read inside the data directory.
+        cfg = { ...cfg, dataDir: resolve(cfg.dataDir) };
+        try {
+          process.chdir(cfg.dataDir);
+        } catch (err) {
+          process.stderr.write(`relay connector: cannot enter the data directory ${cfg.dataDir}: ${(err as Error).message}\n`);
+          process.exit(2);
+        }
+      }
       log.debug({ tokenFingerprint: fingerprint(cfg.token) }, 'configuration read');
       const connector = await startConnector(cfg, log);
 

@@ -12,6 +12,7 @@ import { clientConfig, ConfigError, type ClientConfig } from '../config.js';
 import { FORMATS, MODES, RelayError, clientRequestSchema, toRelayError, type ClientRequest, type Format, type Mode } from '../protocol/index.js';
 import { cancel, closeHttp, requestOffload, requestStream, requestSync, type RequestOptions, type RequestResult } from '../client/index.js';
 import { EXIT, UsageError, exitCodeFor } from './exit-codes.js';
+import { PreviewWriter, formatOfName, renderTable, type PreviewFormat } from './preview.js';
 
 export interface RequestFlags {
   sql?: string;
@@ -27,6 +28,8 @@ export interface RequestFlags {
   urlOnly?: boolean;
   /** stream only; commander's --no-zstd sets it false */
   zstd?: boolean;
+  /** print the first N rows as a table instead of the bytes */
+  preview?: string;
 }
 
 export interface Io {
@@ -58,7 +61,8 @@ export function register(program: Command): void {
       .option('--router <url>', 'router URL (env RELAY_ROUTER_URL)')
       .option('--key <key>', 'client key (env RELAY_API_KEY)')
       .option('--ca-file <file>', 'extra CA certificates (PEM) to trust for the router and the object store (env RELAY_CA_FILE)')
-      .option('--json', 'print a one-line JSON summary on stdout (needs -o)');
+      .option('--json', 'print a one-line JSON summary on stdout (needs -o)')
+      .option('--preview <n>', 'print the first N rows as a table on stdout instead of the bytes (any table format; with -o the file gets the bytes too)');
     if (mode === 'stream') cmd.option('--no-zstd', 'ask for uncompressed bytes instead of the connector\'s zstd frames');
     if (mode === 'offload') cmd.option('--url-only', 'print the presigned download URL instead of downloading');
     // Commander's own usage errors exit 1 by default; usage is 2 in our table.
@@ -93,6 +97,7 @@ interface Plan {
   cfg: ClientConfig;
   req: ClientRequest;
   output?: string;
+  preview?: { rows: number; format: PreviewFormat };
 }
 
 /** Checks the command line before anything is sent; every problem here is exit 2. */
@@ -120,8 +125,19 @@ export function plan(mode: Mode, connector: string, dataset: string | undefined,
   if (!parsed.success) {
     throw new UsageError(parsed.error.issues.map((i) => `${i.path.length ? `${i.path.join('.')}: ` : ''}${i.message}`).join('; '));
   }
+  let preview: Plan['preview'];
+  if (flags.preview !== undefined) {
+    const rows = Number(flags.preview);
+    if (!Number.isInteger(rows) || rows < 1) throw new UsageError(`--preview must be a positive number of rows, not "${flags.preview}"`);
+    if (flags.json) throw new UsageError('--preview prints a table on stdout: drop --json');
+    if (flags.urlOnly) throw new UsageError('--url-only downloads nothing to preview');
+    const req = parsed.data;
+    const format = req.format && req.format !== 'raw' ? req.format : req.sql !== undefined ? 'arrow' : formatOfName(req.dataset!);
+    if (!format) throw new UsageError(`--preview needs a table: ask for --format arrow, csv, ndjson or parquet (${req.dataset} is not a CSV, Parquet, NDJSON or Arrow file)`);
+    preview = { rows, format };
+  }
   const cfg = clientConfig({ router: flags.router, key: flags.key, caFile: flags.caFile });
-  return { cfg, req: parsed.data, output };
+  return { cfg, req: parsed.data, output, preview };
 }
 
 /** Runs one request command and returns the process exit code; never throws. */
@@ -142,7 +158,8 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
     io.stderr.write(`relay: cannot write ${p.output}: ${file.message}\n`);
     return EXIT.USAGE;
   }
-  const out: Writable = file?.stream ?? io.stdout;
+  const previewer = p.preview ? new PreviewWriter(p.preview.format, p.preview.rows, file?.stream) : undefined;
+  const out: Writable = previewer ?? file?.stream ?? io.stdout;
   const progress = io.stderrIsTTY ? new Progress(io.stderr) : undefined;
   let requestId = '';
   const opts: RequestOptions = {
@@ -164,8 +181,11 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
     if (mode === 'sync') result = await requestSync(p.cfg, p.req, out, opts);
     else if (mode === 'stream') result = await requestStream(p.cfg, p.req, out, { ...opts, zstd: flags.zstd !== false });
     else result = await requestOffload(p.cfg, p.req, flags.urlOnly ? null : out, { ...opts, urlOnly: flags.urlOnly === true });
+    // The preview ends first: it forwards the last bytes to the file.
+    const table = previewer ? await previewer.table() : undefined;
     if (file) await file.commit();
     progress?.stop();
+    if (table) io.stdout.write(`${renderTable(table)}\n`);
     report(mode, result, p.output, flags, io);
     return EXIT.OK;
   } catch (caught) {

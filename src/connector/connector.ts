@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectorConfig } from '../config.js';
 import { createLogger, fingerprint, type Logger } from '../log.js';
 import { CONNECTOR_ERROR_CODES, RelayError, type ConnectorErrorCode } from '../protocol/errors.js';
-import { cancelSchema, commandSchema, type Command } from '../protocol/wire.js';
+import { cancelSchema, commandSchema, type Command, type Format } from '../protocol/wire.js';
 import { CompressionChooser } from './compression.js';
 import { requestPath, type ResultSummary, type UploadContext } from './context.js';
 import { EventStream } from './events.js';
@@ -15,7 +15,12 @@ import { offloadResult } from './offload.js';
 import { WorkerPool, type PoolJob } from './pool.js';
 import { UPLOAD_RETRY, type RetryPolicy } from './retry.js';
 import { resolveDataset } from './sandbox.js';
-import { FileSource } from './sources/file.js';
+import { Databases } from './databases.js';
+import { encodeTable, type TableFormat } from './encoders/index.js';
+import { FileSource, type ChunkSource } from './sources/file.js';
+import { StreamSource } from './sources/stream.js';
+import { describeColumns } from './tables/columns.js';
+import type { TableResult } from './tables/table.js';
 import { uploadResult } from './uploader.js';
 
 export interface ConnectorOptions {
@@ -122,6 +127,21 @@ function withDeadline(signal: AbortSignal, cmd: Command, log: Logger): { signal:
   return { signal: AbortSignal.any([signal, ac.signal]), clear: () => clearTimeout(timer) };
 }
 
+/** The format a dataset file already is, judged by its name: served as stored when asked for. */
+function storedFormat(path: string): Format | null {
+  const p = path.toLowerCase();
+  if (p.endsWith('.csv')) return 'csv';
+  if (p.endsWith('.parquet')) return 'parquet';
+  if (p.endsWith('.ndjson') || p.endsWith('.jsonl')) return 'ndjson';
+  if (p.endsWith('.arrows') || p.endsWith('.arrow')) return 'arrow';
+  return null;
+}
+
+function tableSource(cmd: Command, format: TableFormat, table: TableResult, signal: AbortSignal): ChunkSource {
+  const schema = format === 'arrow' ? describeColumns(table.schema, table.specs) : undefined;
+  return new StreamSource(() => encodeTable(format, table), cmd.chunk_size, () => table.close(), signal, schema);
+}
+
 export async function startConnector(cfg: ConnectorConfig, log: Logger = createLogger('connector', cfg.logLevel), opts: ConnectorOptions = {}): Promise<RunningConnector> {
   const version = opts.version ?? packageVersion();
   const policy = opts.retryPolicy ?? UPLOAD_RETRY;
@@ -132,9 +152,19 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   const leases = new Map<PoolJob, Lease>();
   // `events` is assigned below; the gauges are only read once the metrics server is up.
   const metrics = createConnectorMetrics(() => ({ ...pool.stats, connected: events.isConnected }));
+  const databases = new Databases(cfg.databases, cfg, log);
 
   log.info(
-    { router: cfg.routerUrl, id: cfg.id, tokenFingerprint: fingerprint(cfg.token), dataDir: cfg.dataDir, concurrency: cfg.concurrency, uploadParallel: cfg.uploadParallel, version },
+    {
+      router: cfg.routerUrl,
+      id: cfg.id,
+      tokenFingerprint: fingerprint(cfg.token),
+      dataDir: cfg.dataDir,
+      databases: databases.describe(),
+      concurrency: cfg.concurrency,
+      uploadParallel: cfg.uploadParallel,
+      version,
+    },
     'connector starting',
   );
 
@@ -166,14 +196,22 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     }
   };
 
-  const execute = async (cmd: Command, signal: AbortSignal, renew: () => void): Promise<ResultSummary> => {
-    if (cmd.sql !== undefined) throw new RelayError('BAD_REQUEST', 'no databases configured on this connector');
+  /** The command's result as chunks: a file as stored, or a table (query, converted file) encoded. */
+  const openSource = async (cmd: Command, signal: AbortSignal): Promise<ChunkSource> => {
+    if (cmd.sql !== undefined) {
+      if (cmd.format === 'raw') throw new RelayError('BAD_REQUEST', 'format "raw" is for datasets; SQL results are arrow, csv, ndjson or parquet');
+      return tableSource(cmd, cmd.format, await databases.query(cmd.database, cmd.sql, signal), signal);
+    }
     if (cmd.dataset === undefined) throw new RelayError('BAD_REQUEST', 'command has neither "dataset" nor "sql"');
-    if (cmd.format !== 'raw') throw new RelayError('BAD_REQUEST', `format ${cmd.format} is not supported for datasets yet`);
-    if (cmd.mode === 'offload' && !cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
     const dataset = await resolveDataset(cfg.dataDir, cmd.dataset);
     signal.throwIfAborted();
-    const source = await FileSource.open(dataset, cmd.chunk_size, { signal });
+    if (cmd.format === 'raw' || storedFormat(dataset.realPath) === cmd.format) return FileSource.open(dataset, cmd.chunk_size, { signal });
+    return tableSource(cmd, cmd.format, await databases.dataset(dataset, signal), signal);
+  };
+
+  const execute = async (cmd: Command, signal: AbortSignal, renew: () => void): Promise<ResultSummary> => {
+    if (cmd.mode === 'offload' && !cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
+    const source = await openSource(cmd, signal);
     try {
       const compression = new CompressionChooser(cmd.compression === 'zstd' ? cfg.zstdMode : 'never');
       const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, renew, metrics };
@@ -189,7 +227,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     const { signal, clear } = withDeadline(jobSignal, cmd, log);
     const started = Date.now();
     const fields = { request: cmd.request_id, attempt: cmd.attempt, mode: cmd.mode };
-    log.info({ ...fields, dataset: cmd.dataset, resumeFrom: cmd.resume_from || undefined }, 'command started');
+    log.info({ ...fields, dataset: cmd.dataset, database: cmd.sql !== undefined ? (cmd.database ?? databases.specs[0]?.name) : undefined, format: cmd.format, resumeFrom: cmd.resume_from || undefined }, 'command started');
     try {
       const summary = await execute(cmd, signal, renew);
       metrics.commands.inc({ mode: cmd.mode, outcome: 'delivered' });
@@ -322,6 +360,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       }
       closing.abort(new Stopped('connector stopping'));
       for (const lease of leases.values()) lease.stop();
+      await databases.close().catch(() => undefined);
       await wait(http.close().catch(() => undefined), 2_000);
       await http.destroy().catch(() => undefined);
       await metricsServer?.close();

@@ -67,6 +67,7 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
     content_type: contentType,
     total_bytes: total,
     total_chunks: total === null ? null : Math.ceil(total / cmd.chunk_size),
+    ...(source.schema ? { schema: source.schema } : {}),
   };
   await http.send('stream/init', () => http.postJson(`${base}/stream/init`, init, signal), { signal, policy: ctx.policy, retry: { resend422: false }, onRetry: retryLogger(ctx) });
   ctx.renew();

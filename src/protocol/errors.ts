@@ -21,8 +21,11 @@ export const ERROR_STATUS = {
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
-/** Codes a connector may report through POST /v1/requests/{id}/error; all are final. */
-export const CONNECTOR_ERROR_CODES = ['DATASET_NOT_FOUND', 'BAD_REQUEST', 'FORBIDDEN', 'CONNECTOR_ERROR'] as const;
+/**
+ * Codes a connector may report through POST /v1/requests/{id}/error; all are final.
+ * TIMEOUT (a query over its statement timeout) is our addition to PROTOCOL.md §3.3's list.
+ */
+export const CONNECTOR_ERROR_CODES = ['DATASET_NOT_FOUND', 'BAD_REQUEST', 'FORBIDDEN', 'CONNECTOR_ERROR', 'TIMEOUT'] as const;
 export type ConnectorErrorCode = (typeof CONNECTOR_ERROR_CODES)[number];
 
 export function isErrorCode(value: unknown): value is ErrorCode {

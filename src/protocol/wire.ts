@@ -73,6 +73,8 @@ export interface RequestStatusBody {
   chunks: number;
   checksum: string | null;
   error: { code: string; message: string } | null;
+  /** The columns of an Arrow result that came in chunks (stream/init's schema); absent otherwise. */
+  schema?: TableSchema;
 }
 
 export interface OffloadResponse {
@@ -115,11 +117,17 @@ export type CancelEvent = z.infer<typeof cancelSchema>;
 
 export const ackSchema = z.strictObject({ attempt });
 
+/** A table result's columns, in Arrow terms (pyarrow's type names: int64, decimal128(10, 2), timestamp[us, tz=UTC]). */
+export const tableSchemaSchema = z.array(z.strictObject({ name: z.string().max(1024), type: z.string().min(1).max(100), nullable: z.boolean() })).max(10_000);
+export type TableSchema = z.infer<typeof tableSchemaSchema>;
+
 export const streamInitSchema = z.strictObject({
   attempt,
   content_type: z.string().min(1).max(200),
   total_bytes: nonNegInt.nullable().optional(),
   total_chunks: nonNegInt.nullable().optional(),
+  /** Arrow results: the schema, so a client can see the columns in the request's status. */
+  schema: tableSchemaSchema.optional(),
 });
 export type StreamInit = z.infer<typeof streamInitSchema>;
 

@@ -3,7 +3,7 @@
 // announced on the bus so whichever router holds the client's response learns of it.
 import { randomBytes } from 'node:crypto';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
-import type { Format, Mode, RequestStatus, RequestStatusBody } from '../protocol/wire.js';
+import type { Format, Mode, RequestStatus, RequestStatusBody, TableSchema } from '../protocol/wire.js';
 import { keys, type Redis } from './redis.js';
 
 export interface RequestSpec {
@@ -30,6 +30,8 @@ export interface RequestRecord {
   chunks: number;
   checksum: string | null;
   contentType: string | null;
+  /** stream/init's column list for Arrow results (JSON). */
+  schema: TableSchema | null;
   totalBytes: number | null;
   error: { code: ErrorCode; message: string } | null;
   /** Chunks 0..contiguous-1 are all stored: where a retry resumes. */
@@ -194,6 +196,7 @@ export class Requests {
       chunks: Number(h.chunks ?? h.recv_chunks ?? 0),
       checksum: h.checksum ?? null,
       contentType: h.content_type ?? null,
+      schema: h.schema ? (JSON.parse(h.schema) as TableSchema) : null,
       totalBytes: h.total_bytes ? Number(h.total_bytes) : null,
       error: h.error_code ? { code: h.error_code as ErrorCode, message: h.error_message ?? '' } : null,
       contiguous: Number(h.contiguous ?? 0),
@@ -306,5 +309,6 @@ export function statusBody(r: RequestRecord): RequestStatusBody {
     chunks: r.chunks,
     checksum: r.checksum,
     error: r.error,
+    ...(r.schema ? { schema: r.schema } : {}),
   };
 }

@@ -21,6 +21,7 @@ let seq = 0;
 before(async () => {
   dir = await mkdtemp(path.join(tmpdir(), 'relay-run-'));
   await writeFile(path.join(dir, 'a.csv'), 'id,name\n1,x\n2,y\n');
+  await writeFile(path.join(dir, 'notes.txt'), 'not a table');
   await writeFile(path.join(dir, 'big.csv'), 'id,region,amount\n1,north,10.5\n'.repeat(2000));
 });
 after(async () => {
@@ -103,8 +104,8 @@ test('failures are reported with the connector codes, after the ack', async () =
     [command({ dataset: 'missing.csv' }), 'DATASET_NOT_FOUND', /missing\.csv/],
     [command({ dataset: '../etc/passwd' }), 'FORBIDDEN', /not allowed/],
     [command({ dataset: 'a\u0000.csv' }), 'BAD_REQUEST', /NUL/],
-    [command({ dataset: undefined, sql: 'SELECT 1', format: 'arrow' }), 'BAD_REQUEST', /^no databases configured on this connector$/],
-    [command({ format: 'csv' }), 'BAD_REQUEST', /^format csv is not supported for datasets yet$/],
+    [command({ dataset: undefined, sql: 'SELECT 1', format: 'arrow' }), 'BAD_REQUEST', /^no databases are configured on this connector$/],
+    [command({ dataset: 'notes.txt', format: 'arrow' }), 'BAD_REQUEST', /^notes\.txt: only CSV, Parquet and JSON files can be converted/],
   ] as const;
   for (const [cmd] of cases) router.send('command', cmd);
   // An invalid command is not acked (it cannot be run) but still answered.

@@ -4,12 +4,15 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RelayError } from '../../protocol/errors.js';
+import type { TableSchema } from '../../protocol/wire.js';
 import type { ResolvedDataset } from '../sandbox.js';
 
 /** What the uploaders read a result from: decoded bytes in order, cut at chunk_size. */
 export interface ChunkSource {
   /** Total decoded bytes when known up front (files), null when not (queries). */
   readonly totalBytes: number | null;
+  /** The columns of an Arrow result, announced in stream/init. */
+  readonly schema?: TableSchema;
   chunks(): AsyncIterable<Buffer>;
   close(): Promise<void>;
 }

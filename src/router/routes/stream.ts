@@ -50,7 +50,11 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       if (err instanceof RelayError) await failWith(id, sink, err);
       throw err;
     }
-    await requests.setFields(id, { content_type: body.content_type, ...(body.total_bytes != null ? { total_bytes: body.total_bytes } : {}) });
+    await requests.setFields(id, {
+      content_type: body.content_type,
+      ...(body.total_bytes != null ? { total_bytes: body.total_bytes } : {}),
+      ...(body.schema ? { schema: JSON.stringify(body.schema) } : {}),
+    });
     return c.body(null, 204);
   });
 
