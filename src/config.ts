@@ -153,7 +153,9 @@ const connectorSettings = {
   token: { flag: 'token', env: 'RELAY_CONNECTOR_TOKEN', schema: z.string().min(1).optional(), default: undefined },
   dataDir: { flag: 'dataDir', env: 'RELAY_DATA_DIR', schema: z.string().min(1), default: '.' },
   concurrency: { flag: 'concurrency', env: 'RELAY_CONCURRENCY', schema: int(1, 10_000), default: 50 },
-  uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 8 },
+  uploadParallel: { flag: 'uploadParallel', env: 'RELAY_UPLOAD_PARALLEL', schema: int(1, 64), default: 16 },
+  /** Body bytes of a command's chunk uploads in flight (so raw chunks: 4; compressed CSV: ~14). */
+  uploadBytes: { env: 'RELAY_UPLOAD_BYTES', schema: int(64 * 1024, 256 * MiB), default: 2 * MiB },
   caFile: { flag: 'caFile', env: 'RELAY_CA_FILE', schema: z.string().min(1).optional(), default: undefined },
   connections: { env: 'RELAY_HTTP_CONNECTIONS', schema: int(1, 10_000), default: 100 },
   zstdLevel: { env: 'RELAY_ZSTD_LEVEL', schema: int(-7, 22), default: 1 },

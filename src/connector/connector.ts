@@ -214,7 +214,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     const source = await openSource(cmd, signal);
     try {
       const compression = new CompressionChooser(cmd.compression === 'zstd' ? cfg.zstdMode : 'never');
-      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, renew, metrics };
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
       return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
     } finally {
       await source.close();

@@ -18,6 +18,8 @@ export interface UploadContext {
   compression: CompressionChooser;
   /** Uploads in flight at once for this command. */
   parallel: number;
+  /** Body bytes of those uploads in flight at most (stream/sync chunks). */
+  inflightBytes?: number;
   /** Called whenever the router accepted something: that renews the lease (PROTOCOL §3.2). */
   renew(): void;
   /** The connector's metrics (upload retries are counted where they are logged). */

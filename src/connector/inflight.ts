@@ -1,8 +1,12 @@
-// At most N uploads of one command in flight; the first failure stops the others.
+// At most N uploads of one command in flight, and at most maxBytes of their bodies; the first
+// failure stops the others.
 import { setMaxListeners } from 'node:events';
 
 export class InFlight {
   private readonly tasks = new Set<Promise<void>>();
+  /** Body bytes of the tasks in flight (their weights). */
+  private bytes = 0;
+  private wake: (() => void) | null = null;
   private readonly inner = new AbortController();
   private error: { err: unknown } | undefined;
   /** Aborted with the parent, or by the first failure. */
@@ -11,6 +15,8 @@ export class InFlight {
   constructor(
     readonly limit: number,
     parent: AbortSignal,
+    /** Body bytes in flight at most (one task may always run, whatever its size). */
+    readonly maxBytes = Infinity,
   ) {
     this.signal = AbortSignal.any([parent, this.inner.signal]);
     // Every upload in flight listens on these (undici, retry sleeps): more than Node's
@@ -22,26 +28,46 @@ export class InFlight {
     return this.tasks.size;
   }
 
-  /** Waits for a free slot; throws the first failure (or the abort reason) instead. */
-  async slot(): Promise<void> {
+  /** Waits for a free slot with room for `bytes`; throws the first failure (or the abort reason) instead. */
+  async slot(bytes = 0): Promise<void> {
     this.check();
-    while (this.tasks.size >= this.limit) {
-      await Promise.race(this.tasks);
+    while (this.tasks.size >= this.limit || (this.tasks.size > 0 && this.bytes + bytes > this.maxBytes)) {
+      await Promise.race([...this.tasks, new Promise<void>((r) => (this.wake = r))]);
       this.check();
     }
   }
 
-  /** Starts a task (call slot() first). */
-  launch(task: (signal: AbortSignal) => Promise<void>): void {
-    const p: Promise<void> = task(this.signal)
+  /**
+   * Starts a task weighing `bytes` (call slot(bytes) first). The task may resize itself once it
+   * knows its real size (a chunk after compression), which may let the next one start.
+   */
+  launch(task: (signal: AbortSignal, resize: (bytes: number) => void) => Promise<void>, bytes = 0): void {
+    let weight = bytes;
+    this.bytes += weight;
+    const resize = (n: number) => {
+      this.bytes += n - weight;
+      weight = n;
+      this.wakeSlot();
+    };
+    const p: Promise<void> = task(this.signal, resize)
       .catch((err: unknown) => {
         if (!this.error) {
           this.error = { err };
           this.inner.abort(err);
         }
       })
-      .finally(() => this.tasks.delete(p));
+      .finally(() => {
+        this.bytes -= weight;
+        weight = 0;
+        this.tasks.delete(p);
+      });
     this.tasks.add(p);
+  }
+
+  private wakeSlot(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
   }
 
   /** Waits for every task; throws the first failure. */

@@ -73,7 +73,7 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
   ctx.renew();
 
   const hash = new Xxh64Stream();
-  const inflight = new InFlight(ctx.parallel, signal);
+  const inflight = new InFlight(ctx.parallel, signal, ctx.inflightBytes);
   let index = 0;
   let bytes = 0;
   let sentChunks = 0;
@@ -94,8 +94,11 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
       if (i < cmd.resume_from) continue;
       sentChunks++;
       sentBytes += decoded.length;
-      await inflight.slot();
-      inflight.launch((s) => sendChunk(ctx, i, decoded, s));
+      // Weighed by its decoded size until encoded, then by its body: raw chunks on a fast link
+      // keep few in flight (router memory), compressed ones on a slow link many (the link's
+      // bandwidth × delay).
+      await inflight.slot(decoded.length);
+      inflight.launch((s, resize) => sendChunk(ctx, i, decoded, s, resize), decoded.length);
     }
     await inflight.drain();
   } catch (err) {
@@ -115,10 +118,11 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
   return { ...summary, sentChunks, sentBytes };
 }
 
-async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal): Promise<void> {
+async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal, resize: (bytes: number) => void): Promise<void> {
   const { cmd, http } = ctx;
   const started = performance.now();
   const { chunk, compressed } = await encode(ctx, decoded);
+  resize(chunk.body.length);
   signal.throwIfAborted();
   const headers = binaryHeaders(chunk, cmd.attempt);
   const log = retryLogger(ctx);

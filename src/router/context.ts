@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Auth, Principal } from './auth.js';
 import type { BufferPool } from './buffer-pool.js';
+import type { YoungGc } from './young-gc.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';
 import type { Dispatcher } from './dispatch.js';
@@ -29,6 +30,8 @@ export interface RouterDeps {
   sinks: Sinks;
   /** Reused buffers for chunk bodies (uploadLimit(chunkSize) bytes each). */
   chunkBuffers: BufferPool;
+  /** Scavenges after every few MB of upload bodies read (frees Node's dead socket buffers). */
+  youngGc: YoungGc;
   /** The memory budget and spill files that sync results share. */
   spill: SyncSpill;
   storage: Storage;

@@ -23,6 +23,7 @@ import { uploadLimit } from './routes/uploads.js';
 import { Sinks } from './results.js';
 import { SyncSpill } from './spill.js';
 import { startDevS3, Storage } from './storage.js';
+import { YoungGc } from './young-gc.js';
 
 export interface RunningRouter {
   url: string;
@@ -104,7 +105,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   bus.on('revoke', (ev: { hash: string }) => auth.forget(ev.hash));
   // Free buffers kept for reuse: one stream window's worth (in use ones are bounded by the windows).
   const chunkBuffers = new BufferPool(uploadLimit(cfg.chunkSize), cfg.streamWindowChunks);
-  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
+  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, youngGc: new YoungGc(8 * 1024 * 1024), spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
   const server = (
     tls
       ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...tls, maxHeaderSize: cfg.maxHeaderBytes } })
@@ -125,6 +126,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info({ url, instance: instanceId }, 'router listening');
+  if (process.env.RELAY_DEBUG_MEM) setInterval(() => { const m = process.memoryUsage(); log.info({ rss: m.rss >> 20, heapTotal: m.heapTotal >> 20, heapUsed: m.heapUsed >> 20, external: m.external >> 20, ab: m.arrayBuffers >> 20, pool: chunkBuffers.allocated + '/' + chunkBuffers.reused + '/' + chunkBuffers.freeCount }, 'mem'); }, 500).unref();
 
   return {
     url,

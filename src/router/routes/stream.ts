@@ -71,6 +71,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const sink = await sinkFor(id, p.id, head.attempt);
     await sink.waitForRoom(index, ROOM_WAIT_MS);
     let admitted;
+    // Every body read or discarded leaves dead socket buffers behind (young-gc.ts).
+    deps.youngGc.read(Number(req.headers['content-length']) || 0);
     try {
       admitted = sink.admit(index, head.decodedLength);
     } catch (err) {
