@@ -126,7 +126,6 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   log.info({ url, instance: instanceId }, 'router listening');
-  if (process.env.RELAY_DEBUG_MEM) setInterval(() => { const m = process.memoryUsage(); log.info({ rss: m.rss >> 20, heapTotal: m.heapTotal >> 20, heapUsed: m.heapUsed >> 20, external: m.external >> 20, ab: m.arrayBuffers >> 20, pool: chunkBuffers.allocated + '/' + chunkBuffers.reused + '/' + chunkBuffers.freeCount }, 'mem'); }, 500).unref();
 
   return {
     url,
