@@ -157,34 +157,14 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   const inflight = new InFlight(Math.max(1, Math.min(MAX_OFFLOAD_PARALLEL, ctx.parallel)), signal);
   let bytes = 0;
   let partNo = 0;
-  /** Measured PUT speed (bytes per ms per slot), for the compression choice; 0 until a part is in. */
-  let putRate = 0;
 
   const put = async (body: Buffer) => {
     const n = ++partNo;
     if (n > MAX_PARTS) throw new RelayError('CONNECTOR_ERROR', `result needs more than ${MAX_PARTS} parts of ${partSize} bytes`);
     await inflight.slot();
-    const started = performance.now();
-    inflight.launch((s) =>
-      putPart(ctx, urls, n, body, s).then((etag) => {
-        etags.set(n, etag);
-        const rate = body.length / Math.max(0.01, performance.now() - started);
-        putRate = putRate === 0 ? rate : 0.3 * rate + 0.7 * putRate;
-      }),
-    );
+    inflight.launch((s) => putPart(ctx, urls, n, body, s).then((etag) => void etags.set(n, etag)));
   };
-  /**
-   * A chunk's frame. The chunk's cost is its encoding time plus its bytes at the measured PUT
-   * speed (a part holds many chunks, so chunks are not timed one by one); until a part has
-   * been stored, chunks are compressed.
-   */
-  const frame = async (decoded: Buffer): Promise<Buffer> => {
-    const compress = putRate === 0 || ctx.compression.compressNext();
-    const t0 = performance.now();
-    const out = await zstdFrameOf(decoded, ctx.zstdLevel, compress);
-    if (putRate > 0) ctx.compression.record(compress, decoded.length, performance.now() - t0 + out.length / putRate);
-    return out;
-  };
+  const frame = (decoded: Buffer): Promise<Buffer> => zstdFrameOf(decoded, ctx.zstdLevel, ctx.compression.compressNext());
   const feed = async (data: Buffer) => {
     // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
     await inflight.slot();
