@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# `npm run bench [-- ARGS]`: installs/builds what is missing, makes sure a Redis is there, then
-# runs dist/bench/run.js ARGS (compiled from bench/run.ts). `npm run soak` runs bench/soak.ts
-# the same way (RELAY_BENCH_ENTRY=soak). The Redis this script started is stopped on exit.
+# `npm run bench [-- ARGS]`: installs/builds what is missing (and OpenSSH + curl for the
+# baselines), makes sure a Redis is there, then runs dist/bench/run.js ARGS (compiled from
+# bench/run.ts; `-- --help` lists the scenarios). `npm run soak` runs bench/soak.ts the same way
+# (RELAY_BENCH_ENTRY=soak). The Redis this script started is stopped on exit.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source scripts/lib/deps.sh
 source scripts/lib/redis.sh
+source scripts/lib/ssh.sh
 
 trap stop_redis EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 ensure_node_deps
+[ "${RELAY_BENCH_ENTRY:-run}" = run ] && ensure_bench_tools
 entry="dist/bench/${RELAY_BENCH_ENTRY:-run}.js"
 [ -f "$entry" ] || { echo "bench: $entry is missing (npm run build)" >&2; exit 2; }
 ensure_redis
