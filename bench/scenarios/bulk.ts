@@ -20,7 +20,7 @@ import { connectorConfig, routerConfig } from '../../src/config.js';
 import { MAX_OFFLOAD_PARALLEL } from '../../src/connector/offload.js';
 import { Xxh64Stream } from '../../src/protocol/checksum.js';
 import type { ClientRequest, Mode } from '../../src/protocol/wire.js';
-import { BIN, type Stack } from '../../test/helpers/stack.js';
+import { BIN, NODE_ARGS, type Stack } from '../../test/helpers/stack.js';
 import { spawnChild, type Child } from '../lib/children.js';
 import { DATASETS, type BenchContext, type Scenario } from '../lib/context.js';
 import { cpuSeconds, reapedChildrenCpu, selfCpu, treeCpu } from '../lib/procs.js';
@@ -47,7 +47,7 @@ export async function curl(url: string, out: string): Promise<number> {
 
 /** Runs the CLI (`node bin/relay.js request-MODE ... -o out`); resolves with the bytes written. */
 export async function cli(stack: Stack, mode: Mode, dataset: string, out: string): Promise<number> {
-  const c = spawnChild(process.execPath, [BIN, `request-${mode}`, stack.connectorId, dataset, '-o', out, '--router', stack.routerUrl, '--key', stack.clientKey]);
+  const c = spawnChild(process.execPath, [...NODE_ARGS, BIN, `request-${mode}`, stack.connectorId, dataset, '-o', out, '--router', stack.routerUrl, '--key', stack.clientKey]);
   const code = await c.exited;
   if (code !== 0) throw new Error(`relay request-${mode} exited ${code}: ${c.lines.slice(-5).join(' ')}`);
   return (await stat(out)).size;
