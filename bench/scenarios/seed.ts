@@ -78,6 +78,10 @@ export const seed: Scenario = {
             errorText(r.errors),
           ],
         ],
+        after: [
+          `Little's law: ${workers} requests of 1 MB in flight with p50 < ${TARGET_P50_MS} ms needs about ${fmt(workers / (TARGET_P50_MS / 1000), 0)} req/s, i.e. ~${fmt((workers / (TARGET_P50_MS / 1000)) * MiB / 1e6, 0)} MB/s of sync results; ` +
+            `measured ${fmt((r.ok * MiB) / 1e6 / r.seconds, 0)} MB/s (compare the bulk table's relay sync and curl ← node:http rows).`,
+        ],
       });
     } finally {
       for (const c of connectors) {

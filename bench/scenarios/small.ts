@@ -2,6 +2,7 @@
 // after a short warm-up, one keep-alive connection per worker (undici pool). Throughput and
 // latency percentiles, and the CPU each process used over the measured window: with two cores
 // shared by router, connector, Redis and the load generator, that says which one is the limit.
+import { cpus } from 'node:os';
 import type { Redis } from '../../src/router/redis.js';
 import { DATASETS, type Scenario } from '../lib/context.js';
 import { closedLoop, errorText, latencySummary } from '../lib/load.js';
@@ -41,6 +42,7 @@ export const small: Scenario = {
       const l = latencySummary(r.latenciesMs);
       const rps = r.ok / r.seconds;
       const pct = (s: number | null) => (s === null ? '-' : `${fmt((100 * s) / r.seconds, 0)} %`);
+      const used = [cpu.router, cpu.connector, cpu.redis, benchCpu].reduce<number>((a, x) => a + (x ?? 0), 0);
       emit({
         title: 'Small requests: 1 KB sync results',
         notes: [
@@ -64,6 +66,10 @@ export const small: Scenario = {
             pct(cpu.redis ?? null),
             pct(benchCpu),
           ],
+        ],
+        after: [
+          `Together these processes used ${pct(used)} of the ${cpus().length * 100} % this machine has (other work on it not counted). ` +
+            `Little's law: ${workers} requests in flight at ${TARGET_RPS} req/s means ${fmt((workers / TARGET_RPS) * 1000, 0)} ms mean latency; measured mean ${fmt(r.latenciesMs.reduce((a, b) => a + b, 0) / Math.max(1, r.latenciesMs.length), 0)} ms.`,
         ],
       });
     } finally {
