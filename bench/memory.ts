@@ -28,6 +28,7 @@ async function main(): Promise<void> {
       syncRequests: Number(args['sync-requests']),
       streamSeconds: Number(args['stream-seconds']),
       trace: args.trace,
+      settleMs: 2000,
     });
   } finally {
     await ctx.close();

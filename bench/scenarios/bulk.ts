@@ -336,7 +336,7 @@ export const bulk: Scenario = {
                   `Median of ${ctx.opts.runs} run(s) per case, runs interleaved. MB/s: decoded bytes on disk ÷ wall time from the request to the last byte written. ` +
                     `× curl: against curl ← node:http (the machine's ceiling). Each relay row is also compared with its own baseline from the same run (the target's). ` +
                     `CPU s per run: router = the router process (ssh -R: sshd and its children); connector = the connector (baselines: the file server, plus the ssh client); ` +
-                    `client = the benchmark process and the processes it ran (curl, the CLI: its time includes starting node); store = s3rver. ` +
+                    `client = the benchmark process and the processes it ran (curl, the CLI: its time includes starting node); store = s3rver. ssh runs with its default cipher, no compression. ` +
                     `The offload baseline PUTs the raw bytes in ${(offloadShape().partSize / 2 ** 20).toFixed(0)} MiB parts, ${offloadShape().parallel} at a time, to presigned URLs (as the connector does), then GETs them with the minio client.`,
                 ]
               : ['Columns as in the table above.'],

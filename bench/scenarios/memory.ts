@@ -27,6 +27,8 @@ export interface MemoryOptions {
   streamSeconds: number;
   /** Print every RSS sample. */
   trace: boolean;
+  /** Pauses between cases, and the idle window (quick: shorter). */
+  settleMs: number;
 }
 
 // The router's settings (its defaults unless set in this environment, which the router inherits).
@@ -114,13 +116,13 @@ export async function runMemory(ctx: BenchContext, emit: (t: Table) => void, opt
 
     // Warm-up: one small request per mode, so first-use costs (code, pools) are in the baseline.
     for (const fn of [requestSync, requestStream, requestOffload]) await fn(cfg, { connector: stack.connectorId, dataset: 'sales/small.csv' }, discard());
-    await sleep(3000);
+    await sleep(opts.settleMs * 1.5);
     /** RSS at rest before a case: the median of one second. */
     const rest = async () => (await rss.during(() => sleep(1000))).median;
 
     ctx.log('memory: idle');
-    const idle = await rss.during(() => sleep(3000));
-    rows.push({ scenario: 'idle (connector attached)', before: idle.median, peak: idle.peak, median: idle.median, target: '-', met: true, note: '3 s after a warm-up request per mode' });
+    const idle = await rss.during(() => sleep(opts.settleMs * 1.5));
+    rows.push({ scenario: 'idle (connector attached)', before: idle.median, peak: idle.peak, median: idle.median, target: '-', met: true, note: `${(opts.settleMs * 1.5) / 1000} s after a warm-up request per mode` });
 
     ctx.log(`memory: stream, client reading 1 MB/s for ${opts.streamSeconds} s`);
     let before = await rest();
@@ -134,7 +136,7 @@ export async function runMemory(ctx: BenchContext, emit: (t: Table) => void, opt
       met: st.peak - before <= WINDOW_MB + SLACK_MB,
       note: `client read ${(st.result / MB).toFixed(1)} MB`,
     });
-    await sleep(2000);
+    await sleep(opts.settleMs);
 
     ctx.log('memory: offload');
     before = await rest();
@@ -148,7 +150,7 @@ export async function runMemory(ctx: BenchContext, emit: (t: Table) => void, opt
       met: off.peak - before <= SLACK_MB,
       note: `${(off.result.bytes / MB).toFixed(1)} MB in ${off.result.seconds.toFixed(1)} s, verified ${yesNo(off.result.verified)}`,
     });
-    await sleep(2000);
+    await sleep(opts.settleMs);
 
     ctx.log('memory: stream 100 MB at full speed');
     before = await rest();
@@ -162,7 +164,7 @@ export async function runMemory(ctx: BenchContext, emit: (t: Table) => void, opt
       met: fast.peak - before < STREAM_GROWTH_MB && fast.result.verified,
       note: `${(fast.result.bytes / MB).toFixed(1)} MB in ${fast.result.seconds.toFixed(1)} s, verified ${yesNo(fast.result.verified)}`,
     });
-    await sleep(2000);
+    await sleep(opts.settleMs);
 
     ctx.log(`memory: ${opts.syncRequests} concurrent sync requests of 100 MB`);
     const scrape = async () => {
@@ -216,5 +218,5 @@ export const memory: Scenario = {
   summary: 'router RSS while streaming 100 MB (fast and slow client), during an offload, and under concurrent 100 MB syncs',
   quick: true,
   budgetS: [300, 90],
-  run: (ctx, emit) => runMemory(ctx, emit, ctx.opts.quick ? { syncRequests: 2, streamSeconds: 5, trace: false } : { syncRequests: 10, streamSeconds: 10, trace: false }),
+  run: (ctx, emit) => runMemory(ctx, emit, ctx.opts.quick ? { syncRequests: 2, streamSeconds: 4, trace: false, settleMs: 1000 } : { syncRequests: 10, streamSeconds: 10, trace: false, settleMs: 2000 }),
 };

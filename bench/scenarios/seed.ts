@@ -1,4 +1,4 @@
-// Seed load: 1,000 sync requests (quick: 200) for 1 MB results from 100 concurrent workers,
+// Seed load: 1,000 sync requests (quick: 100) for 1 MB results from 100 concurrent workers,
 // spread over 5 tenants, each with its own client key and its own connector process (request i
 // goes to tenant i mod 5). Latency percentiles, throughput, errors.
 import { randomBytes } from 'node:crypto';
@@ -15,12 +15,12 @@ const TARGET_P50_MS = 100;
 
 export const seed: Scenario = {
   name: 'seed',
-  summary: '1,000 sync requests of 1 MB (quick 200), 100 concurrent, 5 tenants with a connector each: p50/p95/p99, errors',
+  summary: '1,000 sync requests of 1 MB (quick 100), 100 concurrent, 5 tenants with a connector each: p50/p95/p99, errors',
   quick: true,
   budgetS: [300, 90],
   async run(ctx, emit) {
     const workers = 100;
-    const count = ctx.opts.quick ? 200 : 1000;
+    const count = ctx.opts.quick ? 100 : 1000;
     await ctx.ensureData('seed');
     const stack = await ctx.startStack();
     const connectors: Proc[] = [];

@@ -113,7 +113,7 @@ export const wan: Scenario = {
         title: `WAN: ${dataset}, connector behind 100 Mbit/s and 80 ms RTT`,
         notes: [
           `Median of ${ctx.opts.runs} run(s) per case. Link: the project's shaping proxy, ${LINK_ONE_WAY_MS} ms each way, ${LINK_BYTES_PER_S / 1e6} MB/s per direction, between the connector and the router and between the connector and the store (the client's download from the store is not shaped, see bench/scenarios/wan.ts). ` +
-            `The proxy models serialization and propagation delay, not TCP slow start or loss: real links are slower, never faster. ` +
+            `The proxy models serialization and propagation delay, not TCP slow start or loss: real links are slower, never faster. The router link and the store link are shaped separately (in each mode nearly all bytes take one of them). ` +
             `Baselines move the bytes uncompressed (100 MB at 12.5 MB/s ≥ 8.4 s); × baseline is relay time ÷ baseline time.`,
         ],
         head: CASE_HEAD,
