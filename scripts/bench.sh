@@ -20,6 +20,10 @@ entry="dist/bench/${RELAY_BENCH_ENTRY:-run}.js"
 [ -f "$entry" ] || { echo "bench: $entry is missing (npm run build)" >&2; exit 2; }
 ensure_redis
 
+# The fleet scenario holds 10,000 event streams open: use the whole hard limit on descriptors
+# (node raises its own soft limit too; this covers sshd, curl and anything else started here).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
 status=0
 node "$entry" "$@" || status=$?
 exit "$status"

@@ -31,6 +31,12 @@ interface CmdSeen {
   resultStatus: number;
 }
 
+/** The soft limit on open files of a process. */
+async function fdLimitOf(pid: number): Promise<number | null> {
+  const m = /^Max open files\s+(\d+)/m.exec(await readFile(`/proc/${pid}/limits`, 'utf8').catch(() => ''));
+  return m ? Number(m[1]) : null;
+}
+
 function forkSim(): { child: ChildProcess; exited: Promise<void> } {
   const child = fork(join(import.meta.dirname, '../lib/fleet-sim.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -53,6 +59,11 @@ export const fleet: Scenario = {
     const sims: { child: ChildProcess; exited: Promise<void> }[] = [];
     try {
       const routerPid = stack.router.child.pid!;
+      // Node raises its soft descriptor limit to the hard one at start; below that nothing helps.
+      const limit = await fdLimitOf(routerPid);
+      if (limit !== null && limit < n + 500) {
+        throw new Error(`the router may open ${limit} descriptors (Max open files), ${n} event streams need about ${n + 500}: raise the hard limit (ulimit -Hn) or use --quick`);
+      }
       ctx.log(`fleet: registering ${n} connectors`);
       let t = performance.now();
       await addTenant(stack.redis, 'fleet');
@@ -98,7 +109,7 @@ export const fleet: Scenario = {
       const rss = new RssSampler(routerPid, 100);
       const rssOpen = (await rss.during(() => sleep(1000))).median;
       const fdsOpen = await openFds(routerPid);
-      const fdLimit = /^Max open files\s+(\d+)/m.exec(await readFile(`/proc/${routerPid}/limits`, 'utf8').catch(() => ''))?.[1] ?? '?';
+      const fdLimit = (await fdLimitOf(routerPid)) ?? '?';
 
       ctx.log(`fleet: ${commands} sync requests to random connectors, ${COMMAND_CONCURRENCY} at a time`);
       const pool = new Pool(stack.routerUrl, { connections: COMMAND_CONCURRENCY, pipelining: 1 });
