@@ -46,6 +46,15 @@ function usage(): string {
   ].join('\n');
 }
 
+/** RELAY_* settings in this environment that the router and connectors inherit (not secrets, not where Redis is). */
+function relaySettings(): string[] {
+  return Object.entries(process.env)
+    .filter(([k, v]) => k.startsWith('RELAY_') && v !== undefined && v !== '')
+    .filter(([k]) => !/^RELAY_(REDIS_URL|DEV_REDIS_PORT|BENCH_|TEST_)/.test(k) && !/KEY|TOKEN|SECRET/.test(k))
+    .map(([k, v]) => `${k}=${v}`)
+    .sort();
+}
+
 async function main(): Promise<number> {
   if (args.help) {
     process.stdout.write(`${usage()}\n`);
@@ -65,6 +74,8 @@ async function main(): Promise<number> {
   const selected = SCENARIOS.filter((s) => (only ? only.includes(s.name) : !args.quick || s.quick));
   const ctx = await BenchContext.create({ quick: args.quick, runs, record: args.record });
   const loadStart = loadAverage();
+  const settings = relaySettings();
+  if (settings.length) ctx.log(`router and connectors inherit ${settings.join(' ')}`);
   const t0 = performance.now();
   const sections: string[] = [];
   let failed = 0;
@@ -107,7 +118,8 @@ async function main(): Promise<number> {
     const head =
       `\n## ${when} — benchmark suite (${what})\n\n` +
       `Recorded by \`npm run bench -- --record\`. Machine: ${await machine()}. Runs per case: ${runs}. Wall time ${wall.toFixed(0)} s. ` +
-      `Load average (1, 5, 15 min) at start ${loadStart}, at end ${loadEnd} (2 cores: above 2 the machine was busy with other work and every number here is lower than on an idle machine).` +
+      `Load average (1, 5, 15 min) at start ${loadStart}, at end ${loadEnd} (2 cores: above 2 the machine was busy with other work and every number here is lower than on an idle machine). ` +
+      `Settings: ${settings.length ? settings.join(', ') : 'the defaults'}.` +
       (args.note ? `\n\n${args.note}` : '');
     await appendFile(join(REPO, 'bench/RESULTS.md'), `${head}\n\n${sections.join('\n\n')}\n`);
     ctx.log('appended to bench/RESULTS.md');
