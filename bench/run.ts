@@ -1,185 +1,138 @@
-// `npm run bench [-- --quick] [--runs N] [--record]`: end-to-end throughput of the three modes
-// against baselines measured in the same run on the same machine.
+// `npm run bench [-- --quick] [--only a,b] [--runs N] [--record] [--note TEXT]`: the benchmark
+// suite. Each scenario (bench/scenarios/*.ts) starts what it needs (a real router and
+// connectors on loopback, Redis from RELAY_REDIS_URL, which scripts/bench.sh provides; the
+// object store and the baselines' servers in helper processes), measures its cases and the
+// baselines they are judged against in the same run, and prints its tables with each target and
+// whether it is met. Every scenario has a time budget: past it the run stops (exit 3), and every
+// process it started goes with it.
 //
-// Starts a real router (embedded S3 store) and a real connector on loopback (Redis from
-// RELAY_REDIS_URL, which scripts/bench.sh provides), generates the data once, then for each
-// dataset fetches it N times per mode with the CLI's own client code into a file and verifies
-// the bytes. Baselines: a plain node:http server streaming the same file, fetched by curl and
-// by the same client code. Prints one table per dataset (medians); --record appends them,
-// dated and with the machine description, to bench/RESULTS.md.
-import { execFile } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { appendFile, rm, stat } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { cpus, totalmem } from 'node:os';
+//   --quick    a subset in ≤ 2 minutes: one run per case, smaller counts
+//   --only     run these scenarios (comma-separated): bulk, wan, small, seed, fleet, memory
+//   --runs N   runs per measured case (default 3, quick 1); tables show medians
+//   --record   append the tables, dated, with the machine and its load average, to bench/RESULTS.md
+//   --note     a line for the recorded section (e.g. what else was running)
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
-import { parseArgs, promisify } from 'node:util';
-import { request } from 'undici';
-import { closeHttp, requestOffload, requestStream, requestSync } from '../src/client/index.js';
-import { dispatcher } from '../src/client/http.js';
-import { Xxh64Stream } from '../src/protocol/checksum.js';
-import type { ClientRequest } from '../src/protocol/wire.js';
-import { generateSampleData } from '../src/cli/sample-data.js';
-import { REPO, Stack } from '../test/helpers/stack.js';
+import { parseArgs } from 'node:util';
+import { REPO } from '../test/helpers/stack.js';
+import { BenchContext, loadAverage, machine, type Scenario } from './lib/context.js';
+import { renderTable, type Table } from './lib/table.js';
+import { bulk } from './scenarios/bulk.js';
+import { fleet } from './scenarios/fleet.js';
+import { memory } from './scenarios/memory.js';
+import { seed } from './scenarios/seed.js';
+import { small } from './scenarios/small.js';
+import { wan } from './scenarios/wan.js';
 
-const run = promisify(execFile);
-const MB = 1e6;
+export const SCENARIOS: Scenario[] = [bulk, wan, small, seed, fleet, memory];
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     runs: { type: 'string' },
+    only: { type: 'string', multiple: true },
     record: { type: 'boolean', default: false },
+    note: { type: 'string' },
+    help: { type: 'boolean', default: false },
   },
 });
-const RUNS = Number(args.runs ?? (args.quick ? 1 : 3));
 
-interface Sample {
-  seconds: number;
-  bytes: number;
+function usage(): string {
+  return [
+    'usage: npm run bench -- [--quick] [--only NAME[,NAME]] [--runs N] [--record] [--note TEXT]',
+    '',
+    'scenarios:',
+    ...SCENARIOS.map((s) => `  ${s.name.padEnd(8)} ${s.summary}${s.quick ? '' : ' (not in --quick)'}`),
+  ].join('\n');
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-async function hashFile(path: string): Promise<string> {
-  const h = new Xxh64Stream();
-  for await (const piece of createReadStream(path, { highWaterMark: 4 << 20 })) h.update(piece as Buffer);
-  return h.digest();
+/** RELAY_* settings in this environment that the router and connectors inherit (not secrets, not where Redis is). */
+function relaySettings(): string[] {
+  return Object.entries(process.env)
+    .filter(([k, v]) => k.startsWith('RELAY_') && v !== undefined && v !== '')
+    .filter(([k]) => !/^RELAY_(REDIS_URL|DEV_REDIS_PORT|BENCH_|TEST_)/.test(k) && !/KEY|TOKEN|SECRET/.test(k))
+    .map(([k, v]) => `${k}=${v}`)
+    .sort();
 }
 
-/** A plain HTTP file server: the ceiling of "just serve the file" on this machine. */
-async function fileServer(dir: string): Promise<{ server: Server; url: string }> {
-  const server = createServer((req, res) => {
-    const path = join(dir, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
-    stat(path).then(
-      (st) => {
-        res.writeHead(200, { 'content-length': st.size, 'content-type': 'application/octet-stream' });
-        createReadStream(path, { highWaterMark: 1 << 20 }).pipe(res);
-      },
-      () => res.writeHead(404).end(),
-    );
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
-}
-
-async function timeIt(fn: () => Promise<number>): Promise<Sample> {
+async function main(): Promise<number> {
+  if (args.help) {
+    process.stdout.write(`${usage()}\n`);
+    return 0;
+  }
+  const only = args.only?.flatMap((o) => o.split(',')).map((o) => o.trim()).filter(Boolean) ?? null;
+  const unknown = only?.filter((o) => !SCENARIOS.some((s) => s.name === o)) ?? [];
+  if (unknown.length) {
+    process.stderr.write(`bench: unknown scenario ${unknown.join(', ')}\n${usage()}\n`);
+    return 2;
+  }
+  const runs = Number(args.runs ?? (args.quick ? 1 : 3));
+  if (!Number.isInteger(runs) || runs < 1) {
+    process.stderr.write('bench: --runs must be a positive integer\n');
+    return 2;
+  }
+  const selected = SCENARIOS.filter((s) => (only ? only.includes(s.name) : !args.quick || s.quick));
+  const ctx = await BenchContext.create({ quick: args.quick, runs, record: args.record });
+  const loadStart = loadAverage();
+  const settings = relaySettings();
+  if (settings.length) ctx.log(`router and connectors inherit ${settings.join(' ')}`);
   const t0 = performance.now();
-  const bytes = await fn();
-  return { seconds: (performance.now() - t0) / 1000, bytes };
-}
-
-interface Row {
-  name: string;
-  samples: Sample[];
-  verified: boolean;
-}
-
-function table(title: string, rows: Row[], baseline: string): string {
-  const base = rows.find((r) => r.name === baseline);
-  const rate = (r: Row) => median(r.samples.map((s) => s.bytes / MB / s.seconds));
-  const head = ['case', 'MB', 'runs', 'median s', 'median MB/s', `× ${baseline}`, 'verified'];
-  const body = rows.map((r) => [
-    r.name,
-    (r.samples[0]!.bytes / MB).toFixed(1),
-    String(r.samples.length),
-    median(r.samples.map((s) => s.seconds)).toFixed(3),
-    rate(r).toFixed(1),
-    base ? (rate(r) / rate(base)).toFixed(2) : '-',
-    r.verified ? 'yes' : 'NO',
-  ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => (i === 0 || i === 6 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
-  const rule = `|${widths.map((w, i) => (i === 0 || i === 6 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`;
-  return [`### ${title}`, '', line(head), rule, ...body.map(line)].join('\n');
-}
-
-async function machine(): Promise<string> {
-  const cpu = cpus()[0]?.model ?? '?';
-  const debian = await run('cat', ['/etc/debian_version']).then((r) => r.stdout.trim(), () => '?');
-  return `${cpus().length} × ${cpu}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Debian ${debian}, Node ${process.version}, loopback`;
-}
-
-async function main(): Promise<void> {
-  const stack = await Stack.start({ connector: false });
-  const servers: Server[] = [];
+  const sections: string[] = [];
+  let failed = 0;
   try {
-    process.stderr.write('bench: generating data\n');
-    await generateSampleData(stack.dataDir, { bigCsvBytes: 100 * 1024 * 1024 });
-    await run('bash', ['-c', `head -c ${100 * 1024 * 1024} /dev/urandom > '${join(stack.dataDir, 'random-100mb.bin')}'`]);
-    await stack.startConnector();
-    const { server, url: plainUrl } = await fileServer(stack.dataDir);
-    servers.push(server);
-    const cfg = stack.clientCfg();
-    const out = join(stack.dir, 'out.bin');
-
-    const tables: string[] = [];
-    for (const dataset of ['sales/100mb.csv', 'random-100mb.bin']) {
-      const source = await hashFile(join(stack.dataDir, dataset));
-      const rows: Row[] = [];
-      const measure = async (name: string, fetchOnce: () => Promise<number>) => {
-        const row: Row = { name, samples: [], verified: true };
-        for (let i = 0; i < RUNS; i++) {
-          await rm(out, { force: true });
-          row.samples.push(await timeIt(fetchOnce));
-          row.verified &&= (await hashFile(out)) === source;
-          process.stderr.write(`bench: ${dataset} ${name} run ${i + 1}: ${(row.samples.at(-1)!.bytes / MB / row.samples.at(-1)!.seconds).toFixed(1)} MB/s\n`);
-        }
-        rows.push(row);
-      };
-      const toFile = async (fn: (w: Writable) => Promise<{ bytes: number }>) => {
-        const w = createWriteStream(out);
-        const r = await fn(w);
-        w.end();
-        await finished(w);
-        return r.bytes;
-      };
-      const req: ClientRequest = { connector: stack.connectorId, dataset };
-
-      await measure('baseline: curl ← node:http', async () => {
-        await run('curl', ['-sS', '-o', out, `${plainUrl}/${dataset}`]);
-        return (await stat(out)).size;
-      });
-      await measure('baseline: relay client ← node:http', () =>
-        toFile(async (w) => {
-          const res = await request(`${plainUrl}/${dataset}`, { dispatcher: dispatcher(), highWaterMark: 1 << 20 });
-          let bytes = 0;
-          for await (const piece of res.body) {
-            bytes += (piece as Buffer).length;
-            if (!w.write(piece)) await new Promise((r) => w.once('drain', r));
-          }
-          return { bytes };
-        }),
-      );
-      await measure('relay sync', () => toFile((w) => requestSync(cfg, req, w)));
-      await measure('relay stream', () => toFile((w) => requestStream(cfg, req, w)));
-      await measure('relay offload', () => toFile((w) => requestOffload(cfg, req, w)));
-      const t = table(`Bulk: ${dataset}`, rows, 'baseline: curl ← node:http');
-      process.stdout.write(`\n${t}\n`);
-      tables.push(t);
-    }
-
-    if (args.record) {
-      const when = new Date().toISOString().slice(0, 10);
-      const text = `\n## ${when} — bulk transfers${args.quick ? ' (quick)' : ''}\n\nMachine: ${await machine()}. Runs per case: ${RUNS}.\n\n${tables.join('\n\n')}\n`;
-      await appendFile(join(REPO, 'bench/RESULTS.md'), text);
-      process.stderr.write('bench: appended to bench/RESULTS.md\n');
+    for (const s of selected) {
+      const budget = s.budgetS[args.quick ? 1 : 0];
+      ctx.log(`scenario ${s.name} (budget ${budget} s, load average ${loadAverage()})`);
+      const started = performance.now();
+      // A hung scenario must not hang the run: stop everything (exit hooks kill the children).
+      const watchdog = setTimeout(() => {
+        process.stderr.write(`bench: scenario ${s.name} exceeded its ${budget} s budget; stopping\n`);
+        process.exit(3);
+      }, budget * 1000);
+      try {
+        await s.run(ctx, (t: Table) => {
+          const text = renderTable(t);
+          process.stdout.write(`\n${text}\n`);
+          sections.push(text);
+        });
+      } catch (err) {
+        failed++;
+        const msg = err instanceof Error ? (err.stack ?? err.message) : String(err);
+        process.stderr.write(`bench: scenario ${s.name} failed: ${msg}\n`);
+        sections.push(`### ${s.name}\n\nFailed: ${msg.split('\n')[0]}`);
+      } finally {
+        clearTimeout(watchdog);
+      }
+      ctx.log(`scenario ${s.name} took ${((performance.now() - started) / 1000).toFixed(1)} s`);
     }
   } finally {
-    await closeHttp();
-    for (const s of servers) s.close();
-    await stack.stop();
+    await ctx.close();
   }
+  const wall = (performance.now() - t0) / 1000;
+  const loadEnd = loadAverage();
+  ctx.log(`done in ${wall.toFixed(0)} s; load average at start ${loadStart}, at end ${loadEnd}`);
+  if (args.record) {
+    const now = new Date();
+    const when = `${now.toISOString().slice(0, 10)} ${now.toISOString().slice(11, 16)} UTC`;
+    const what = `${args.quick ? 'quick' : 'full'}${only ? `, only ${only.join(', ')}` : ''}`;
+    const head =
+      `\n## ${when} — benchmark suite (${what})\n\n` +
+      `Recorded by \`npm run bench -- --record\`. Machine: ${await machine()}. Runs per case: ${runs}. Wall time ${wall.toFixed(0)} s. ` +
+      `Load average (1, 5, 15 min) at start ${loadStart}, at end ${loadEnd} (2 cores: above 2 the machine was busy with other work and every number here is lower than on an idle machine). ` +
+      `Settings: ${settings.length ? settings.join(', ') : 'the defaults'}.` +
+      (args.note ? `\n\n${args.note}` : '');
+    await appendFile(join(REPO, 'bench/RESULTS.md'), `${head}\n\n${sections.join('\n\n')}\n`);
+    ctx.log('appended to bench/RESULTS.md');
+  }
+  return failed ? 1 : 0;
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
-  process.exit(1);
-});
+process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

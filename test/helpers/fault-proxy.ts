@@ -18,6 +18,10 @@ export interface Faults {
   latencyMs?: number;
   /** Token bucket per direction, shared by all connections (one WAN link). */
   bandwidthBytesPerSec?: number;
+  /** Client → upstream only (overrides bandwidthBytesPerSec for that direction). */
+  bandwidthUpBytesPerSec?: number;
+  /** Upstream → client only (overrides bandwidthBytesPerSec for that direction). */
+  bandwidthDownBytesPerSec?: number;
   /** Per forwarded data segment: probability of resetting both sockets. */
   resetRate?: number;
   /** Per HTTP request: probability of forwarding only part of the body, then closing both sides. */
@@ -50,8 +54,14 @@ export interface Target {
 
 const HIGH_WATER = 1 << 20; // pause the reading socket once this much is queued in a pipe...
 const LOW_WATER = 256 << 10; // ...and resume below this (hysteresis avoids pause/resume thrash)
+// With latency on, bytes still "on the wire" do not count against the marks above: a pipe may
+// hold the bandwidth-delay product on top (or this much when only latency is set, about what
+// Linux lets TCP keep in flight), else reading pauses and a shaped link starves behind it.
+const LATENCY_WINDOW = 4 << 20;
 const MAX_HEAD = 64 << 10; // larger "heads" are not HTTP as far as we care: pass through
 const CLOSE_GRACE_MS = 2000; // after an injected close, how long a lingering peer may take
+/** A shaper whose pipes are waiting gets credit for this much lateness of its timer at most. */
+const MAX_CATCHUP_S = 0.25;
 
 const noop = () => {};
 
@@ -109,6 +119,10 @@ class Shaper {
     return this.rate > 0;
   }
 
+  get bytesPerSec(): number {
+    return this.rate;
+  }
+
   setRate(rate: number): Pipe[] {
     rate = rate > 0 ? rate : 0;
     if (rate === this.rate) return [];
@@ -162,7 +176,11 @@ class Shaper {
 
   private refill(): void {
     const now = performance.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+    // While pipes wait, the link was busy all along: credit the whole interval (bounded), so a
+    // timer that fires late (busy event loop) does not lower the long-run rate. Idle time only
+    // refills the burst.
+    const cap = this.waiters.length > 0 ? Math.max(this.burst, this.rate * MAX_CATCHUP_S) : this.burst;
+    this.tokens = Math.min(cap, this.tokens + ((now - this.last) * this.rate) / 1000);
     this.last = now;
   }
 
@@ -355,11 +373,19 @@ class Pipe {
     }, Math.max(1, Math.ceil(due - now)));
   }
 
+  /** Bytes this pipe may hold on top of the water marks while latency is on (see LATENCY_WINDOW). */
+  private get onTheWire(): number {
+    const ms = this.proxy.faults.latencyMs ?? 0;
+    if (!ms) return 0;
+    const rate = this.shaper.bytesPerSec;
+    return rate > 0 ? Math.ceil((rate * ms) / 1000) : LATENCY_WINDOW;
+  }
+
   private updateFlow(): void {
     const pause =
       !this.done &&
       !this.sink &&
-      (!!this.proxy.faults.blackhole || this.waitingDrain || this.queued > (this.paused ? LOW_WATER : HIGH_WATER));
+      (!!this.proxy.faults.blackhole || this.waitingDrain || this.queued > (this.paused ? LOW_WATER : HIGH_WATER) + this.onTheWire);
     if (pause === this.paused) return;
     this.paused = pause;
     if (pause) this.src.pause();
@@ -800,7 +826,10 @@ export class FaultProxy {
 
   private apply(): void {
     const f = this.faults;
-    const waiting = [...this.shaperUp.setRate(f.bandwidthBytesPerSec ?? 0), ...this.shaperDown.setRate(f.bandwidthBytesPerSec ?? 0)];
+    const waiting = [
+      ...this.shaperUp.setRate(f.bandwidthUpBytesPerSec ?? f.bandwidthBytesPerSec ?? 0),
+      ...this.shaperDown.setRate(f.bandwidthDownBytesPerSec ?? f.bandwidthBytesPerSec ?? 0),
+    ];
     for (const c of this.conns) {
       c.up.kick();
       c.down.kick();

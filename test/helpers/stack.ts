@@ -20,8 +20,11 @@ export interface Proc {
   exited: Promise<number | null>;
 }
 
+/** Extra node flags for every relay process started here, e.g. `--cpu-prof --cpu-prof-dir=DIR` (profiling a benchmark). */
+export const NODE_ARGS = (process.env.RELAY_TEST_NODE_ARGS ?? '').split(' ').filter(Boolean);
+
 export function run(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [BIN, ...args], {
+  const child = spawn(process.execPath, [...NODE_ARGS, BIN, ...args], {
     env: { ...process.env, RELAY_LOG_JSON: '1', RELAY_LOG_LEVEL: process.env.RELAY_TEST_LOG_LEVEL ?? 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

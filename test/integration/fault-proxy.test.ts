@@ -314,6 +314,59 @@ test('bandwidth: 5 MB at 10 MB/s takes ≈ 0.5 s, and the link is shared by all 
   assert.ok(two > 0.35 && two < 0.65, `two connections share the link: ${two} s ≈ 0.5 s`);
 });
 
+test('bandwidth with latency: the link stays full (bytes on the wire do not pause reading)', T, async (t) => {
+  // 100 ms one way at 10 MB/s is 1 MB on the wire, as much as the proxy's high-water mark: the
+  // link must not idle while the next bytes sit out their latency (it did: ~1.6 s).
+  let arrived!: () => void;
+  const done = new Promise<void>((r) => (arrived = r));
+  const sink = net.createServer((s) => {
+    s.resume();
+    s.on('end', () => {
+      arrived();
+      s.end();
+    });
+  });
+  const { proxy } = await setup(t, sink, { bandwidthBytesPerSec: 10_000_000, latencyMs: 100 });
+  const t0 = performance.now();
+  const c = net.connect(proxy.port, '127.0.0.1');
+  c.end(randomBytes(8_000_000));
+  c.resume();
+  await done;
+  c.destroy();
+  const s = (performance.now() - t0) / 1000;
+  t.diagnostic(`8 MB at 10 MB/s with 100 ms latency: ${s.toFixed(3)} s (ideal 0.9 s)`);
+  assert.ok(s > 0.85 && s < 1.3, `${s} s ≈ 0.9 s`);
+});
+
+test('per-direction bandwidth: only the shaped direction is slow', T, async (t) => {
+  const payload = randomBytes(3_000_000);
+  const server = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.end(payload)); // any request: answer 3 MB
+  });
+  const { proxy } = await setup(t, server, { bandwidthUpBytesPerSec: 1_000_000 });
+  const t0 = performance.now();
+  const c = net.connect(proxy.port, '127.0.0.1');
+  c.write('go');
+  let n = 0;
+  c.on('data', (d: Buffer) => (n += d.length));
+  await once(c, 'end');
+  c.destroy();
+  const down = (performance.now() - t0) / 1000;
+  assert.equal(n, payload.length);
+  assert.ok(down < 1, `3 MB downstream is not shaped by a 1 MB/s upstream limit (${down} s)`);
+  proxy.set({ bandwidthDownBytesPerSec: 10_000_000 });
+  const t1 = performance.now();
+  const c2 = net.connect(proxy.port, '127.0.0.1');
+  c2.write('go');
+  c2.resume();
+  await once(c2, 'end');
+  c2.destroy();
+  const shaped = (performance.now() - t1) / 1000;
+  t.diagnostic(`3 MB down: unshaped ${down.toFixed(3)} s, at 10 MB/s ${shaped.toFixed(3)} s`);
+  assert.ok(shaped > 0.2 && shaped < 0.45, `3 MB at 10 MB/s: ${shaped} s ≈ 0.3 s`);
+});
+
 test('resetRate=1: the connection is reset', T, async (t) => {
   const { proxy } = await setup(t, echoServer(), { resetRate: 1 });
   const c = net.connect(proxy.port, '127.0.0.1');

@@ -1,0 +1,86 @@
+// Entry of the benchmark's helper processes: `node helper-process.js <kind> <json options>`.
+// Each runs apart from the benchmark process so its CPU is its own and the client's work does
+// not disturb its timers (the shaping proxy):
+//   fileserver {dir}               a plain node:http server streaming files (the baselines' source)
+//   s3         {dir, bucket}       the S3-compatible store (s3rver), as the router uses it
+//   proxies    {proxies: [...]}    fault/shaping proxies (test/helpers/fault-proxy.ts), one per target
+// Prints one JSON line when ready ({port} / {endpoint} / {ports: {name: port}}) and exits when
+// its stdin closes (the benchmark went away) or on SIGTERM. Proxies answer a `stats` line on
+// stdin with {stats: {name: {bytesUp, bytesDown, connections}}}.
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { startDevS3 } from '../../src/router/storage.js';
+import { FaultProxy, type Faults } from '../../test/helpers/fault-proxy.js';
+
+export interface ProxySpec {
+  name: string;
+  target: { host: string; port: number };
+  faults: Faults;
+}
+
+const [kind, json] = process.argv.slice(2);
+const opts = JSON.parse(json ?? '{}') as Record<string, unknown>;
+const closers: (() => Promise<void> | void)[] = [];
+
+async function main(): Promise<void> {
+  if (kind === 'fileserver') {
+    const dir = String(opts.dir);
+    const server = createServer((req, res) => {
+      const path = join(dir, decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname));
+      stat(path).then(
+        (st) => {
+          res.writeHead(200, { 'content-length': st.size, 'content-type': 'application/octet-stream' });
+          createReadStream(path, { highWaterMark: 1 << 20 }).pipe(res);
+        },
+        () => res.writeHead(404).end(),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    closers.push(() => void server.close());
+    out({ port: (server.address() as AddressInfo).port });
+  } else if (kind === 's3') {
+    const s3 = await startDevS3(String(opts.dir), String(opts.bucket));
+    closers.push(() => s3.close());
+    out({ endpoint: s3.endpoint });
+  } else if (kind === 'proxies') {
+    const ports: Record<string, number> = {};
+    const proxies = new Map<string, FaultProxy>();
+    for (const p of opts.proxies as ProxySpec[]) {
+      const proxy = await FaultProxy.start({ target: p.target, faults: p.faults });
+      closers.push(() => proxy.close());
+      ports[p.name] = proxy.port;
+      proxies.set(p.name, proxy);
+    }
+    createInterface({ input: process.stdin }).on('line', (l) => {
+      if (l.trim() !== 'stats') return;
+      const stats: Record<string, { bytesUp: number; bytesDown: number; connections: number }> = {};
+      for (const [name, proxy] of proxies) stats[name] = { bytesUp: proxy.stats.bytesUp, bytesDown: proxy.stats.bytesDown, connections: proxy.stats.connections };
+      out({ stats });
+    });
+    out({ ports });
+  } else throw new Error(`unknown helper kind ${kind}`);
+}
+
+function out(info: object): void {
+  process.stdout.write(`${JSON.stringify(info)}\n`);
+}
+
+async function stop(): Promise<never> {
+  const bound = setTimeout(() => process.exit(0), 3000);
+  for (const c of closers) await Promise.resolve(c()).catch(() => undefined);
+  clearTimeout(bound);
+  process.exit(0);
+}
+
+process.stdin.on('end', () => void stop());
+process.stdin.on('close', () => void stop());
+process.stdin.resume();
+process.on('SIGTERM', () => void stop());
+main().catch((err: unknown) => {
+  process.stderr.write(`bench helper ${kind}: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
