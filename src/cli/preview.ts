@@ -13,21 +13,13 @@ import Table from 'cli-table3';
 import * as pq from 'parquet-wasm/node';
 import type { Format } from '../protocol/wire.js';
 
-export type PreviewFormat = Exclude<Format, 'raw'>;
+import { formatOfName, type PreviewFormat } from './formats.js';
+
+export { formatOfName, type PreviewFormat };
 
 export interface PreviewTable {
   columns: string[];
   rows: string[][];
-}
-
-/** The table format a dataset's name says it is (a raw dataset is previewed as that). */
-export function formatOfName(name: string): PreviewFormat | null {
-  const p = name.toLowerCase();
-  if (p.endsWith('.csv')) return 'csv';
-  if (p.endsWith('.parquet')) return 'parquet';
-  if (p.endsWith('.ndjson') || p.endsWith('.jsonl')) return 'ndjson';
-  if (p.endsWith('.arrow') || p.endsWith('.arrows')) return 'arrow';
-  return null;
 }
 
 const MAX_CELL = 40;

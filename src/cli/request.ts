@@ -12,7 +12,7 @@ import { clientConfig, ConfigError, type ClientConfig } from '../config.js';
 import { FORMATS, MODES, RelayError, clientRequestSchema, toRelayError, type ClientRequest, type Format, type Mode } from '../protocol/index.js';
 import { cancel, closeHttp, requestOffload, requestStream, requestSync, type RequestOptions, type RequestResult } from '../client/index.js';
 import { EXIT, UsageError, exitCodeFor } from './exit-codes.js';
-import { PreviewWriter, formatOfName, renderTable, type PreviewFormat } from './preview.js';
+import { formatOfName, type PreviewFormat } from './formats.js';
 
 export interface RequestFlags {
   sql?: string;
@@ -158,7 +158,9 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
     io.stderr.write(`relay: cannot write ${p.output}: ${file.message}\n`);
     return EXIT.USAGE;
   }
-  const previewer = p.preview ? new PreviewWriter(p.preview.format, p.preview.rows, file?.stream) : undefined;
+  // Loaded only when asked for: apache-arrow, parquet-wasm and csv-parse cost a few hundred ms.
+  const preview = p.preview ? await import('./preview.js') : undefined;
+  const previewer = p.preview && preview ? new preview.PreviewWriter(p.preview.format, p.preview.rows, file?.stream) : undefined;
   const out: Writable = previewer ?? file?.stream ?? io.stdout;
   const progress = io.stderrIsTTY ? new Progress(io.stderr) : undefined;
   let requestId = '';
@@ -185,7 +187,7 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
     const table = previewer ? await previewer.table() : undefined;
     if (file) await file.commit();
     progress?.stop();
-    if (table) io.stdout.write(`${renderTable(table)}\n`);
+    if (table && preview) io.stdout.write(`${preview.renderTable(table)}\n`);
     report(mode, result, p.output, flags, io);
     return EXIT.OK;
   } catch (caught) {
