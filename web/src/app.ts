@@ -542,11 +542,12 @@ async function readArrow(res: Response, st: RunState, requestId: string | null):
       transform(chunk, ctl) {
         st.received += chunk.byteLength;
         showProgress(st);
+        // The last byte has arrived (when the size is known): how far parsing had got by then.
+        if (st.total !== null && st.received >= st.total) bodyEnded(st);
         ctl.enqueue(chunk);
       },
       flush() {
-        st.batchesBeforeEnd = st.batches;
-        ui.result.dataset.batchesBeforeEnd = String(st.batches);
+        bodyEnded(st);
       },
     }),
   );
@@ -562,11 +563,20 @@ async function readArrow(res: Response, st: RunState, requestId: string | null):
     if (err instanceof TypeError) throw err;
     throw new Error(`not a valid Arrow IPC stream (${contentType || 'no content type'}): ${(err as Error).message}; a file stored as Arrow needs format "raw"`);
   }
+  // The reader may stop at the stream's end marker without draining the body (no flush).
+  bodyEnded(st);
   showProgress(st, true);
   if (st.batches === 0 && st.received > 0) throw new Error(`no Arrow record batch in ${fmtBytes(st.received)} (${contentType}); is it an Arrow IPC stream? (a file stored as Arrow needs format "raw")`);
   const secs = (performance.now() - st.started) / 1000;
   ui.status.textContent = `request ${requestId ?? '?'} complete · ${fmtInt(st.rows)} rows in ${fmtInt(st.batches)} batches · ${fmtBytes(st.received)} in ${secs.toFixed(2)} s`;
   scheduleChart(st);
+}
+
+/** Notes, once, how many batches had been parsed when the body ended. */
+function bodyEnded(st: RunState): void {
+  if (st.batchesBeforeEnd !== null) return;
+  st.batchesBeforeEnd = st.batches;
+  ui.result.dataset.batchesBeforeEnd = String(st.batches);
 }
 
 function showOffload(a: OffloadAnswer, st: RunState): void {
