@@ -1,7 +1,7 @@
 // The web data preview and the API docs page, end to end in headless Chromium against a real
-// router and connector. The connector cannot encode Arrow yet, so the dataset is a file stored
-// as an Arrow IPC stream and asked for with format "raw": the bytes the page parses are Arrow
-// either way.
+// router and connector (with a DuckDB database over its data directory). The dataset tests use
+// a file stored as an Arrow IPC stream asked for with format "raw" (its exact bytes are known);
+// the SQL test has the connector encode Arrow itself.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
@@ -36,8 +36,10 @@ describe('web page', { skip: chromiumMissing }, () => {
   let data: Buffer;
 
   before(async () => {
-    stack = await Stack.start();
+    stack = await Stack.start({ connectorEnv: { RELAY_DATABASES: 'files=duckdb' } });
     data = await stack.writeData('sales/orders.arrows', arrowStream());
+    const csv = ['id,amount,region', ...Array.from({ length: 1000 }, (_, i) => `${i},${amountOf(i)},${REGIONS[i % 4]}`)].join('\n');
+    await stack.writeData('sales/orders.csv', `${csv}\n`);
     await stack.writeData('notes.txt', 'not arrow at all\n');
     browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
@@ -156,21 +158,24 @@ describe('web page', { skip: chromiumMissing }, () => {
     assert.match((await page.textContent('#error'))!, /DATASET_NOT_FOUND/);
   });
 
-  test('a SQL query is sent as the protocol\'s request body (sql, format arrow)', async () => {
+  test('a SQL query is sent as the protocol\'s request body (sql, format arrow) and its rows stream in', async () => {
+    const sql = "SELECT region, count(*) AS orders, sum(amount) AS amount FROM 'sales/orders.csv' GROUP BY 1 ORDER BY 1";
     const sent = page.waitForRequest((r) => r.url().endsWith('/v1/datasets/request-stream'));
     await page.check('input[name=source][value=sql]');
-    await page.fill('#sql', 'SELECT region, sum(amount) AS amount FROM orders GROUP BY 1');
-    await page.fill('#database', 'main');
+    await page.fill('#sql', sql);
+    await page.fill('#database', 'files');
     assert.equal(await page.inputValue('#format'), 'arrow');
     await page.selectOption('#mode', 'stream');
     await page.click('#run');
     const body = JSON.parse((await sent).postData()!) as Record<string, unknown>;
-    assert.deepEqual(body, { connector: stack.connectorId, format: 'arrow', sql: 'SELECT region, sum(amount) AS amount FROM orders GROUP BY 1', database: 'main' });
+    assert.deepEqual(body, { connector: stack.connectorId, format: 'arrow', sql, database: 'files' });
     await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state ?? ''), undefined, { timeout: 60_000 });
-    // Until the connector runs SQL it answers BAD_REQUEST; with SQL support the rows show.
-    const state = await page.getAttribute('body', 'data-state');
-    if (state === 'error') assert.match((await page.textContent('#error'))!, /BAD_REQUEST|CONNECTOR_ERROR/);
-    else assert.ok(Number(await page.getAttribute('#result', 'data-rows')) > 0);
+    assert.equal(await page.getAttribute('body', 'data-state'), 'done', (await page.textContent('#error')) ?? '');
+    assert.equal(Number(await page.getAttribute('#result', 'data-rows')), 4);
+    const headers = await page.$$eval('#rows thead th', (ths) => ths.map((th) => th.firstChild!.textContent));
+    assert.deepEqual(headers, ['region', 'orders', 'amount']);
+    const first = await page.$$eval('#rows tbody tr:nth-child(1) td', (tds) => tds.map((td) => td.textContent));
+    assert.deepEqual(first.slice(0, 2), ['east', '250']);
   });
 
   test('/openapi.json describes every route from the route schemas; /docs renders it', async () => {
