@@ -1,59 +1,86 @@
 // Which chunks to compress. zstd pays off when the link is slower than the compressor (a WAN:
-// a third of the bytes on the wire) and costs throughput when it is faster (a LAN or loopback,
-// where compressing every chunk takes more CPU than sending it). Neither is known up front and
-// both change, so the choice is measured: chunks alternate between zstd and raw until each has
-// a few samples, then the faster one is used, with the other re-tried every PROBE_EVERY chunks.
-// "Faster" is decoded bytes per millisecond of the chunk's whole cost: encoding plus upload
-// until the receiver accepted it. Every chunk is valid either way (PROTOCOL.md §3.3: a chunk
-// without Content-Encoding is raw), so a wrong guess costs speed, never correctness.
+// a third of the bytes on the wire) and costs throughput when it is faster (compressing every
+// chunk takes more time than sending it raw). Neither is known up front and both change, so
+// both are measured per command:
+//   - the compressor: milliseconds per decoded byte, and the ratio (bytes on the wire per
+//     decoded byte), from the chunks that were compressed;
+//   - the link: wire bytes per millisecond while at least one upload is in flight (the union
+//     of the uploads' busy time, so parallel uploads sharing a slow link count once, and a
+//     fast link that waits for the compressor is not mistaken for a slow one).
+// A decoded byte then costs 1/link raw, ratio/link + compressMs/cores compressed; the cheaper
+// wins. While raw wins, every PROBE_EVERY-th chunk is still compressed to keep the compressor's
+// numbers current (the data may change). Every chunk is valid either way (PROTOCOL.md §3.3: a
+// chunk without Content-Encoding is raw), so a wrong guess costs speed, never correctness.
+import { availableParallelism } from 'node:os';
 
-/** Samples per choice before the faster one is picked. */
+/** Compressed chunks measured before the choice is made (the first ones are compressed). */
 const WARM = 2;
-/** Every PROBE_EVERY-th chunk tries the other choice, so a change in the link is noticed. */
+/** While raw wins, every PROBE_EVERY-th chunk is compressed anyway (fresh ratio and speed). */
 const PROBE_EVERY = 16;
-/** Weight of the newest sample in the moving average. */
+/** Weight of the newest sample in the moving averages. */
 const ALPHA = 0.3;
 
-interface Rate {
-  samples: number;
-  bytesPerMs: number;
-}
+const ewma = (old: number, sample: number, n: number) => (n === 0 ? sample : ALPHA * sample + (1 - ALPHA) * old);
 
 export class CompressionChooser {
-  private readonly zstd: Rate = { samples: 0, bytesPerMs: 0 };
-  private readonly raw: Rate = { samples: 0, bytesPerMs: 0 };
+  private compressed = 0;
+  private msPerByte = 0;
+  private ratio = 1;
   private chosen = 0;
+  /** Uploads in flight, the start of the current busy period, busy time and bytes so far. */
+  private uploading = 0;
+  private busySince = 0;
+  private busyMs = 0;
+  private wireBytes = 0;
+  private readonly cores = Math.max(1, Math.min(availableParallelism(), 4));
 
   /** mode 'auto' measures; 'always' compresses every chunk; 'never' none (the command said compression none). */
-  constructor(readonly mode: 'auto' | 'always' | 'never') {}
+  constructor(
+    readonly mode: 'auto' | 'always' | 'never',
+    private readonly now: () => number = () => performance.now(),
+  ) {}
 
   /** True when the next chunk should be compressed. */
   compressNext(): boolean {
     if (this.mode !== 'auto') return this.mode === 'always';
     const n = this.chosen++;
-    // Warm-up: zstd first (the safe choice on a slow link), then alternate.
-    if (this.zstd.samples < WARM || this.raw.samples < WARM) {
-      if (this.zstd.samples + this.raw.samples === 0 && n === 0) return true;
-      return this.zstd.samples <= this.raw.samples;
-    }
-    const zstdWins = this.zstd.bytesPerMs >= this.raw.bytesPerMs;
-    return n % PROBE_EVERY === 0 ? !zstdWins : zstdWins;
+    if (this.compressed < WARM || this.wireBytes === 0) return true;
+    return !this.rawIsCheaper() || n % PROBE_EVERY === 0;
   }
 
-  /**
-   * Records one chunk's cost. `compressed` is what was tried (a chunk zstd did not shrink counts
-   * as tried: its time went into the attempt).
-   */
-  record(compressed: boolean, decodedBytes: number, ms: number): void {
-    if (decodedBytes <= 0) return;
-    const r = compressed ? this.zstd : this.raw;
-    const rate = decodedBytes / Math.max(ms, 0.01);
-    r.bytesPerMs = r.samples === 0 ? rate : ALPHA * rate + (1 - ALPHA) * r.bytesPerMs;
-    r.samples++;
+  /** A chunk was encoded: what was tried, its decoded and encoded sizes, the encoding time. */
+  encoded(compressed: boolean, decodedBytes: number, wireBytes: number, ms: number): void {
+    if (!compressed || decodedBytes <= 0) return;
+    this.msPerByte = ewma(this.msPerByte, ms / decodedBytes, this.compressed);
+    this.ratio = ewma(this.ratio, wireBytes / decodedBytes, this.compressed);
+    this.compressed++;
   }
 
-  /** For logs and tests: the current estimates, in MB/s of decoded bytes per upload slot. */
-  get estimates(): { zstdMBps: number; rawMBps: number; zstdSamples: number; rawSamples: number } {
-    return { zstdMBps: this.zstd.bytesPerMs / 1000, rawMBps: this.raw.bytesPerMs / 1000, zstdSamples: this.zstd.samples, rawSamples: this.raw.samples };
+  /** An upload starts (call uploaded() when it has been accepted, or failed with 0 bytes). */
+  uploadStarted(): void {
+    if (this.uploading++ === 0) this.busySince = this.now();
+  }
+
+  uploaded(wireBytes: number): void {
+    this.wireBytes += wireBytes;
+    if (--this.uploading === 0) this.busyMs += this.now() - this.busySince;
+  }
+
+  /** Wire bytes per ms the link took while busy. */
+  private linkRate(): number {
+    const busy = this.busyMs + (this.uploading > 0 ? this.now() - this.busySince : 0);
+    return this.wireBytes / Math.max(busy, 0.01);
+  }
+
+  private rawIsCheaper(): boolean {
+    const link = this.linkRate();
+    const raw = 1 / link;
+    const zstd = this.ratio / link + this.msPerByte / this.cores;
+    return raw < zstd;
+  }
+
+  /** For logs and tests: the current estimates. */
+  get estimates(): { linkMBps: number; compressMBps: number; ratio: number; rawWins: boolean } {
+    return { linkMBps: this.linkRate() / 1000, compressMBps: this.msPerByte > 0 ? 1 / this.msPerByte / 1000 : 0, ratio: this.ratio, rawWins: this.compressed >= WARM && this.wireBytes > 0 && this.rawIsCheaper() };
   }
 }

@@ -120,22 +120,24 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
 
 async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal, resize: (bytes: number) => void): Promise<void> {
   const { cmd, http } = ctx;
-  const started = performance.now();
+  const t0 = performance.now();
   const { chunk, compressed } = await encode(ctx, decoded);
+  ctx.compression.encoded(compressed, decoded.length, chunk.body.length, performance.now() - t0);
   resize(chunk.body.length);
   signal.throwIfAborted();
   const headers = binaryHeaders(chunk, cmd.attempt);
-  const log = retryLogger(ctx);
-  let retried = false;
-  await http.send(`chunk ${index}`, () => http.postBinary(`${requestPath(cmd.request_id)}/stream/chunk/${index}`, chunk.body, headers, signal), {
-    signal,
-    policy: ctx.policy,
-    onRetry: (...a: Parameters<typeof log>) => {
-      retried = true;
-      return log(...a);
-    },
-  });
-  // A retried chunk (backpressure, a fault) says nothing about the link: not measured.
-  if (!retried) ctx.compression.record(compressed, decoded.length, performance.now() - started);
+  // The link's speed is measured over the time uploads are in flight (connector/compression.ts).
+  ctx.compression.uploadStarted();
+  let sent = 0;
+  try {
+    await http.send(`chunk ${index}`, () => http.postBinary(`${requestPath(cmd.request_id)}/stream/chunk/${index}`, chunk.body, headers, signal), {
+      signal,
+      policy: ctx.policy,
+      onRetry: retryLogger(ctx),
+    });
+    sent = chunk.body.length;
+  } finally {
+    ctx.compression.uploaded(sent);
+  }
   ctx.renew();
 }
