@@ -18,10 +18,13 @@ export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<stri
   return h;
 }
 
-/** Encodes a chunk as the command's CompressionChooser says; `compressed` is what was tried. */
-async function encode(ctx: UploadContext, decoded: Buffer): Promise<{ chunk: EncodedChunk; compressed: boolean }> {
+/** Encodes a chunk as the command's CompressionChooser says, and tells it what that cost. */
+async function encode(ctx: UploadContext, decoded: Buffer): Promise<EncodedChunk> {
   const compressed = ctx.compression.compressNext();
-  return { chunk: await encodeChunk(decoded, { compression: compressed, level: ctx.zstdLevel }), compressed };
+  const t0 = performance.now();
+  const chunk = await encodeChunk(decoded, { compression: compressed, level: ctx.zstdLevel });
+  ctx.compression.encoded(compressed, decoded.length, chunk.body.length, performance.now() - t0);
+  return chunk;
 }
 
 export async function uploadResult(ctx: UploadContext, source: ChunkSource, contentType = CONTENT_TYPES[ctx.cmd.format]): Promise<ResultSummary> {
@@ -47,7 +50,7 @@ export async function uploadResult(ctx: UploadContext, source: ChunkSource, cont
 
 async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: string): Promise<ResultSummary> {
   const { cmd, http, signal } = ctx;
-  const { chunk } = await encode(ctx, decoded);
+  const chunk = await encode(ctx, decoded);
   const headers = { ...binaryHeaders(chunk, cmd.attempt), [HEADERS.contentType]: contentType };
   await http.send('result', () => http.postBinary(`${requestPath(cmd.request_id)}/result`, chunk.body, headers, signal), {
     signal,
@@ -120,9 +123,7 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
 
 async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal, resize: (bytes: number) => void): Promise<void> {
   const { cmd, http } = ctx;
-  const t0 = performance.now();
-  const { chunk, compressed } = await encode(ctx, decoded);
-  ctx.compression.encoded(compressed, decoded.length, chunk.body.length, performance.now() - t0);
+  const chunk = await encode(ctx, decoded);
   resize(chunk.body.length);
   signal.throwIfAborted();
   const headers = binaryHeaders(chunk, cmd.attempt);

@@ -10,8 +10,6 @@
 
 export class BufferPool {
   private readonly free: Buffer[] = [];
-  allocated = 0;
-  reused = 0;
 
   /** size: bytes per buffer; maxFree: buffers kept for reuse (the rest are left to the GC). */
   constructor(
@@ -21,19 +19,12 @@ export class BufferPool {
 
   /** A buffer of `size` bytes, with a one-time release. */
   acquire(): Lease {
-    const buf = this.free.pop();
-    if (buf) this.reused++;
-    else this.allocated++;
-    return new Lease(buf ?? Buffer.allocUnsafeSlow(this.size), this);
+    return new Lease(this.free.pop() ?? Buffer.allocUnsafeSlow(this.size), this);
   }
 
   /** @internal used by Lease.release */
   giveBack(buf: Buffer): void {
     if (this.free.length < this.maxFree) this.free.push(buf);
-  }
-
-  get freeCount(): number {
-    return this.free.length;
   }
 }
 

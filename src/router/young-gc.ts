@@ -25,7 +25,6 @@ function load(): Gc | null {
 
 export class YoungGc {
   private pending = 0;
-  collections = 0;
 
   /** everyBytes: bytes read between two scavenges. */
   constructor(private readonly everyBytes: number) {
@@ -37,7 +36,6 @@ export class YoungGc {
     this.pending += bytes;
     if (this.pending < this.everyBytes || !gc) return;
     this.pending = 0;
-    this.collections++;
     gc({ type: 'minor' });
   }
 }
