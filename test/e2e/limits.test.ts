@@ -70,7 +70,9 @@ async function limited(a: Ask): Promise<{ retryAfter: number; retryAfterMs: numb
   return { retryAfter: Number(r.headers['retry-after']), retryAfterMs: Number(r.headers['retry-after-ms']), message: body.error.message };
 }
 
-const held = (mode = 'sync') => s.redis.zcard(keys.limitClass(mode));
+// Live leases only: a lapsed one (score = expiry in the past) is free, whether or not an
+// acquire has pruned it yet (the key itself expires later, at twice the lease time).
+const held = async (mode = 'sync') => s.redis.zcount(keys.limitClass(mode), Date.now(), '+inf');
 
 async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
