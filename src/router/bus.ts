@@ -30,10 +30,25 @@ export class Bus extends EventEmitter {
     await this.sub.subscribe(keys.busChannel);
   }
 
-  /** Resolves when `check` returns a value (re-checked on every event for the request and every pollMs), or null at the deadline. */
-  async waitFor<T>(requestId: string, check: () => Promise<T | null>, deadline: number, pollMs = 1000, signal?: AbortSignal): Promise<T | null> {
-    const first = await check();
-    if (first !== null) return first;
+  /**
+   * Resolves when `check` returns a value, or null at the deadline. `check` runs first (unless
+   * checkFirst is false: the caller just looked), then on every event for the request whose
+   * status `relevant` accepts (default: all), and every pollMs: each check is a Redis read, and
+   * most events cannot change what a given waiter waits for.
+   */
+  async waitFor<T>(
+    requestId: string,
+    check: () => Promise<T | null>,
+    deadline: number,
+    pollMs = 1000,
+    signal?: AbortSignal,
+    relevant: (status: string) => boolean = () => true,
+    checkFirst = true,
+  ): Promise<T | null> {
+    if (checkFirst) {
+      const first = await check();
+      if (first !== null) return first;
+    }
     return new Promise<T | null>((resolve) => {
       let done = false;
       let checking = false;
@@ -43,7 +58,7 @@ export class Bus extends EventEmitter {
         done = true;
         clearInterval(poll);
         clearTimeout(timer);
-        this.off(`req:${requestId}`, run);
+        this.off(`req:${requestId}`, onEvent);
         signal?.removeEventListener('abort', abort);
         resolve(v);
       };
@@ -67,9 +82,10 @@ export class Bus extends EventEmitter {
             checking = false;
           });
       };
+      const onEvent = (ev: Extract<BusEvent, { t: 'req' }>) => relevant(ev.status) && run();
       const abort = () => finish(null);
       signal?.addEventListener('abort', abort);
-      this.on(`req:${requestId}`, run);
+      this.on(`req:${requestId}`, onEvent);
       const poll = setInterval(run, pollMs);
       const timer = setTimeout(() => finish(null), Math.max(0, deadline - Date.now()));
     });

@@ -28,11 +28,6 @@ redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'cmd', connector = ARGV[6], id = id, event = ARGV[1], data = ARGV[2]}))
 return id`;
 
-const ACK = `
-local p = redis.call('HGET', KEYS[1], ARGV[1])
-if p and cjson.decode(p).attempt <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 1`;
-
 // Deletes presence only if it still belongs to the closing session.
 const LEAVE = `
 if redis.call('HGET', KEYS[1], 'session_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -40,7 +35,6 @@ return 1`;
 
 type Scripted = Redis & {
   relayCmdAppend(log: string, pending: string, ...args: (string | number)[]): Promise<string>;
-  relayCmdAck(pending: string, requestId: string, attempt: number): Promise<number>;
   relayPresenceLeave(presence: string, session: string): Promise<number>;
 };
 
@@ -64,7 +58,6 @@ export class CommandLog {
   constructor(redis: Redis) {
     if (!('relayCmdAppend' in redis)) {
       redis.defineCommand('relayCmdAppend', { numberOfKeys: 2, lua: APPEND });
-      redis.defineCommand('relayCmdAck', { numberOfKeys: 1, lua: ACK });
       redis.defineCommand('relayPresenceLeave', { numberOfKeys: 1, lua: LEAVE });
     }
     this.r = redis as Scripted;
@@ -78,10 +71,6 @@ export class CommandLog {
   /** Persists a cancel event; the command is no longer pending. */
   sendCancel(connector: string, requestId: string): Promise<string> {
     return this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), 'cancel', JSON.stringify({ request_id: requestId }), requestId, 0, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
-  }
-
-  async ack(connector: string, requestId: string, attempt: number): Promise<void> {
-    await this.r.relayCmdAck(keys.pending(connector), requestId, attempt);
   }
 
   async dropPending(connector: string, requestId: string): Promise<void> {

@@ -97,6 +97,17 @@ export class Dispatcher {
     );
   }
 
+  /**
+   * A new request (stored by Requests.create as attempt 1): its job is persisted first, then
+   * attempt 1 is sent at once. The worker that picks the job up adopts that attempt (its lease
+   * is fresh) instead of the command waiting for a worker's turn.
+   */
+  async submit(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
+    await this.enqueue(rec);
+    await this.commands.sendCommand(rec.connector, this.command(rec, 1, 0));
+    this.metrics.commandsDispatched.inc();
+  }
+
   private async sampleDepth(): Promise<void> {
     try {
       const c = await this.queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed');
@@ -118,12 +129,17 @@ export class Dispatcher {
     if (TERMINAL.includes(rec.status)) return this.ended(rec);
     if (Date.now() >= rec.deadline) return this.giveUp(rec, new RelayError('TIMEOUT', `deadline passed before attempt ${rec.attempt + 1}`, { requestId: id }));
 
-    // A request whose current attempt is alive (lease fresh) is adopted, not sent again: that is
-    // a job picked up after its router stopped, or an attempt a re-attached client started.
+    // A request whose current attempt is alive (lease fresh) is adopted, not sent again: the
+    // first attempt of every request (sent by submit), a job picked up after its router
+    // stopped, or an attempt a re-attached client started.
     const leaseS = rec.ackedAttempt >= rec.attempt ? this.cfg.progressTimeoutS : this.cfg.ackTimeoutS;
     const alive = rec.attempt > 0 && Date.now() - rec.leaseAt < leaseS * 1000;
     let attempt = rec.attempt;
-    if (alive) {
+    let sentAt = rec.leaseAt;
+    if (alive && attempt === 1 && job.attemptsMade === 0 && !job.stalledCounter) {
+      // The normal case: submit() sent attempt 1 just now. The dashboard still shows it.
+      await this.noteAttempt(job, rec.connector, attempt, 0);
+    } else if (alive) {
       this.log.info({ request: id, connector: rec.connector, attempt }, 'adopting the running attempt');
     } else {
       attempt = rec.attempt + 1;
@@ -132,25 +148,36 @@ export class Dispatcher {
       // Offload parts are not tracked across attempts, so an offload starts over.
       const cmd = this.command(rec, attempt, rec.mode === 'offload' ? 0 : resumeFrom);
       await this.send(rec, cmd);
+      sentAt = Date.now();
       if (attempt > 1) this.metrics.commandsRedelivered.inc();
-      await job.updateProgress({ attempt, resume_from: cmd.resume_from }).catch(() => undefined);
-      await job.log(`attempt ${attempt} sent to ${rec.connector}${cmd.resume_from ? ` (resume from chunk ${cmd.resume_from})` : ''}`).catch(() => undefined);
+      await this.noteAttempt(job, rec.connector, attempt, cmd.resume_from);
       this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
     }
 
+    // Not acknowledged yet (sent just now, or adopted before its ack): wait for the ack until
+    // the ack timeout counted from the send.
     const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
-    const ackDeadline = Math.min(rec.deadline, Date.now() + this.cfg.ackTimeoutS * 1000);
-    const acked = await this.bus.waitFor(id, async () => {
-      const r = await this.requests.get(id);
-      return !r || TERMINAL.includes(r.status) || r.attempt !== attempt || r.ackedAttempt >= attempt ? r ?? rec : null;
-    }, ackDeadline);
-    if (!acked && !alive) {
-      const online = await isOnline(this.redis, rec.connector);
-      const err = online
-        ? new RelayError('TIMEOUT', `connector ${rec.connector} did not acknowledge attempt ${attempt} within ${this.cfg.ackTimeoutS} s`, { requestId: id })
-        : new RelayError('CONNECTOR_OFFLINE', `connector ${rec.connector} has no open event stream`, { requestId: id });
-      if (lastTry || Date.now() >= rec.deadline) return this.giveUp(rec, err);
-      throw new Error(`${err.code}: ${err.message}`);
+    if (rec.ackedAttempt < attempt) {
+      const ackDeadline = Math.min(rec.deadline, sentAt + this.cfg.ackTimeoutS * 1000);
+      const acked = await this.bus.waitFor(
+        id,
+        async () => {
+          const r = await this.requests.get(id);
+          return !r || TERMINAL.includes(r.status) || r.attempt !== attempt || r.ackedAttempt >= attempt ? r ?? rec : null;
+        },
+        ackDeadline,
+        1000,
+        undefined,
+        (status) => status === 'acked' || (TERMINAL as string[]).includes(status),
+      );
+      if (!acked) {
+        const online = await isOnline(this.redis, rec.connector);
+        const err = online
+          ? new RelayError('TIMEOUT', `connector ${rec.connector} did not acknowledge attempt ${attempt} within ${this.cfg.ackTimeoutS} s`, { requestId: id })
+          : new RelayError('CONNECTOR_OFFLINE', `connector ${rec.connector} has no open event stream`, { requestId: id });
+        if (lastTry || Date.now() >= rec.deadline) return this.giveUp(rec, err);
+        throw new Error(`${err.code}: ${err.message}`);
+      }
     }
 
     // Acknowledged: wait for the end while the lease is renewed (acks and uploads renew it).
@@ -170,14 +197,30 @@ export class Dispatcher {
         if (lastTry) return this.giveUp(r, err);
         throw new Error(`${err.code}: ${err.message}`);
       }
-      await this.bus.waitFor(id, async () => {
-        const x = await this.requests.get(id);
-        return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? true : null;
-      }, Math.min(leaseEnd, r.deadline) + 10);
+      await this.bus.waitFor(
+        id,
+        async () => {
+          const x = await this.requests.get(id);
+          return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? true : null;
+        },
+        Math.min(leaseEnd, r.deadline) + 10,
+        1000,
+        undefined,
+        (status) => (TERMINAL as string[]).includes(status),
+        false,
+      );
     }
   }
 
-  private command(rec: RequestRecord, attempt: number, resumeFrom: number): Command {
+  /** What the queue dashboard shows of an attempt sent: the job's progress and a log line. */
+  private async noteAttempt(job: Job<JobData>, connector: string, attempt: number, resumeFrom: number): Promise<void> {
+    await Promise.all([
+      job.updateProgress({ attempt, resume_from: resumeFrom }),
+      job.log(`attempt ${attempt} sent to ${connector}${resumeFrom ? ` (resume from chunk ${resumeFrom})` : ''}`),
+    ]).catch(() => undefined);
+  }
+
+  private command(rec: Pick<RequestRecord, 'id' | 'mode' | 'spec' | 'deadline' | 'offload'>, attempt: number, resumeFrom: number): Command {
     return {
       request_id: rec.id,
       attempt,

@@ -85,15 +85,30 @@ while redis.call('HEXISTS', KEYS[2], tostring(c)) == 1 do c = c + 1 end
 redis.call('HSET', KEYS[1], 'contiguous', c)
 return 'NEW'`,
   },
-  // KEYS: req. ARGV: status, now_iso, then field/value pairs. Only from a live status.
+  // KEYS: req. ARGV: status, now_iso, in-flight key prefix, bus channel, bus message, then
+  // field/value pairs. Only from a live status. The end also leaves the connector's in-flight
+  // set and is announced on the bus, in this one call.
   relayFinish: {
     numberOfKeys: 1,
     lua: `
-local s = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'connector', 'id')
+local s = f[1]
 if not s then return 'NOT_FOUND' end
 if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('SREM', ARGV[3] .. f[2], f[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 'OK'`,
+  },
+  // KEYS: req, the connector's pending commands. ARGV: connector, attempt, now_ms, now_iso,
+  // 'ack', request id, bus channel, bus message. Guard, command no longer pending, and the news.
+  relayAck: {
+    numberOfKeys: 2,
+    lua: `${GUARD}
+local p = redis.call('HGET', KEYS[2], ARGV[6])
+if p and cjson.decode(p).attempt <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[2], ARGV[6]) end
+redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 'OK'`,
   },
   // KEYS: req. ARGV: attempt, now_ms, now_iso. Starts a new attempt unless the request ended.
@@ -136,7 +151,7 @@ return 'OK'`,
 } as const;
 
 type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
-type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
+type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayAck: (req: string, pending: string, ...args: (string | number)[]) => Promise<string>; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
@@ -153,27 +168,38 @@ export class Requests {
     this.r = redis as ScriptedRedis;
   }
 
+  /**
+   * Stores a new request as attempt 1, already dispatched: the command goes out right after
+   * the queue job is added (see Dispatcher.submit), and the in-flight set lists it.
+   */
   async create(rec: Pick<RequestRecord, 'id' | 'tenant' | 'connector' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
-    const now = new Date().toISOString();
+    const nowMs = Date.now();
+    const now = new Date(nowMs).toISOString();
     const fields: Record<string, string | number> = {
       id: rec.id,
       tenant: rec.tenant,
       connector: rec.connector,
       mode: rec.mode,
       spec: JSON.stringify(rec.spec),
-      status: 'queued',
-      attempt: 0,
+      status: 'dispatched',
+      attempt: 1,
       created_at: now,
       updated_at: now,
       deadline: rec.deadline,
-      lease_at: 0,
+      lease_at: nowMs,
       acked_attempt: 0,
       contiguous: 0,
       recv_bytes: 0,
       recv_chunks: 0,
     };
     if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
-    await this.r.multi().hset(keys.request(rec.id), fields).expire(keys.request(rec.id), this.ttlS).exec();
+    await this.r
+      .multi()
+      .hset(keys.request(rec.id), fields)
+      .expire(keys.request(rec.id), this.ttlS)
+      .sadd(keys.inFlight(rec.connector), rec.id)
+      .expire(keys.inFlight(rec.connector), 86_400)
+      .exec();
   }
 
   async get(id: string): Promise<RequestRecord | null> {
@@ -225,13 +251,26 @@ export class Requests {
     return guardResult(res, id, attempt);
   }
 
-  /** Records a chunk once: NEW the first time, DUP for the same checksum again. */
-  async putChunk(id: string, connector: string, attempt: number, index: number, checksum: string, decodedLength: number): Promise<'NEW' | 'DUP'> {
+  /**
+   * The connector received attempt `attempt`: guard (renews the lease), the command is no
+   * longer pending, and everyone waiting hears of it — one round trip.
+   */
+  async ack(id: string, connector: string, attempt: number): Promise<'OK' | 'COMPLETE'> {
+    const now = Date.now();
+    const ev: BusEvent = { t: 'req', id, status: 'acked' };
+    const res = await this.r.relayAck(keys.request(id), keys.pending(connector), connector, attempt, now, new Date(now).toISOString(), 'ack', id, keys.busChannel, JSON.stringify(ev));
+    return guardResult(res, id, attempt);
+  }
+
+  /**
+   * Records a chunk once: NEW the first time, DUP for the same checksum again, COMPLETE when
+   * the request is already complete. Guards the call like guard().
+   */
+  async putChunk(id: string, connector: string, attempt: number, index: number, checksum: string, decodedLength: number): Promise<'NEW' | 'DUP' | 'COMPLETE'> {
     const now = Date.now();
     const res = await this.r.relayChunkPut(keys.request(id), keys.chunks(id), connector, attempt, now, new Date(now).toISOString(), 'upload', index, checksum, decodedLength);
-    if (res === 'NEW' || res === 'DUP') return res;
+    if (res === 'NEW' || res === 'DUP' || res === 'COMPLETE') return res;
     if (res === 'CONFLICT') throw new RelayError('CONFLICT', `chunk ${index} is already stored with another checksum`, { requestId: id });
-    if (res === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
     guardResult(res, id, attempt);
     throw new RelayError('INTERNAL', `unexpected chunk state ${res}`, { requestId: id });
   }
@@ -240,13 +279,14 @@ export class Requests {
     await this.r.hset(keys.request(id), fields);
   }
 
-  /** Moves a live request to a terminal status. Returns false if it had already ended. */
+  /**
+   * Moves a live request to a terminal status, takes it out of its connector's in-flight set
+   * and announces it. Returns false if it had already ended.
+   */
   async finish(id: string, status: 'complete' | 'failed' | 'cancelled', fields: Record<string, string | number> = {}): Promise<boolean> {
-    const args = Object.entries(fields).flat();
-    const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), ...args);
-    if (res !== 'OK') return false;
-    await this.publish({ t: 'req', id, status });
-    return true;
+    const ev: BusEvent = { t: 'req', id, status };
+    const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
+    return res === 'OK';
   }
 
   fail(id: string, err: RelayError): Promise<boolean> {
@@ -273,9 +313,6 @@ export class Requests {
     return { attempt: Number(m[2]), wasComplete: m[1] === 'complete' };
   }
 
-  async publish(ev: BusEvent): Promise<void> {
-    await this.r.publish(keys.busChannel, JSON.stringify(ev));
-  }
 }
 
 function guardResult(res: string, id: string, attempt: number): 'OK' | 'COMPLETE' {

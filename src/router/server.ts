@@ -43,9 +43,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
     lastRedisError = Date.now();
     log.warn({ err: err.message }, 'redis connection error (reconnecting)');
   };
-  const redis = connectRedis(cfg.redisUrl, 'router', onRedisError);
+  const redis = connectRedis(cfg.redisUrl, 'router', onRedisError, { autoPipelining: true });
   const sub = connectRedis(cfg.redisUrl, 'router-sub', onRedisError);
-  const bullConn = connectRedis(cfg.redisUrl, 'router-queue', onRedisError);
+  const bullConn = connectRedis(cfg.redisUrl, 'router-queue', onRedisError, { autoPipelining: true });
   const bullWorkerConn = connectRedis(cfg.redisUrl, 'router-worker', onRedisError);
   await redis.ping();
 

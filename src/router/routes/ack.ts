@@ -9,12 +9,7 @@ export function ackRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const p = await principalOf(deps, c, 'connector');
     const id = c.req.param('id');
     const { attempt } = await readJson(c.env.incoming, JSON_LIMIT, ackSchema);
-    const state = await deps.requests.guard(id, p.id, attempt, 'ack');
-    if (state === 'OK') {
-      await deps.commands.ack(p.id, id, attempt);
-      await deps.requests.publish({ t: 'req', id, status: 'acked' });
-      deps.metrics.commandsAcked.inc();
-    }
+    if ((await deps.requests.ack(id, p.id, attempt)) === 'OK') deps.metrics.commandsAcked.inc();
     return c.body(null, 204);
   });
 }

@@ -146,7 +146,7 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   }
   await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
   const sink = newSink(deps, req, res, id, mode, body.connector, started);
-  await deps.dispatcher.enqueue({ id, connector: body.connector, tenant: p.tenant, mode, spec });
+  await deps.dispatcher.submit({ id, connector: body.connector, tenant: p.tenant, mode, spec, deadline, offload });
   deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
@@ -241,6 +241,8 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
     deadline,
     2000,
     stop.signal,
+    // With a sink, a completed request is answered by the sink: only a failure matters here.
+    (status) => (sink ? status === 'failed' || status === 'cancelled' : (TERMINAL as string[]).includes(status)),
   );
   const outcome = await Promise.race([sink ? sink.done.then(() => 'sink' as const) : new Promise<never>(() => {}), end]);
   stop.abort();

@@ -5,7 +5,6 @@ import { RelayError } from '../../protocol/errors.js';
 import { offloadCompleteSchema, offloadPartsSchema } from '../../protocol/wire.js';
 import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson } from '../http.js';
-import { keys } from '../redis.js';
 import type { RequestRecord } from '../requests.js';
 
 export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
@@ -61,7 +60,6 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
       content_encoding: body.content_encoding,
       stored_bytes: size,
     });
-    await deps.redis.srem(keys.inFlight(p.id), id);
     deps.metrics.bytesRelayed.inc({ mode: 'offload' }, body.bytes);
     deps.metrics.bytesIn.inc({ mode: 'offload' }, size);
     return c.body(null, 204);

@@ -6,7 +6,6 @@ import { HEADERS, streamCompleteSchema, streamInitSchema } from '../../protocol/
 import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson } from '../http.js';
 import type { Sink } from '../results.js';
-import { keys } from '../redis.js';
 import { decodeUpload, readUpload, uploadBody, uploadHead } from './uploads.js';
 
 const MAX_INDEX = 10_000_000;
@@ -105,6 +104,7 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       }
       const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
       const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
+      if (state === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
       if (state === 'NEW' && admitted === 'ok') {
         // The sink keeps the pooled body when it writes it as is (pass-through, or a raw chunk);
         // a decompressed chunk leaves the body free at once.
@@ -136,7 +136,6 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       throw err;
     }
     await requests.finish(id, 'complete', { bytes: body.bytes, chunks: body.chunks, checksum: body.checksum });
-    await deps.redis.srem(keys.inFlight(p.id), id);
     return c.body(null, 204);
   });
 
@@ -145,24 +144,27 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const id = c.req.param('id');
     const up = await readUpload(c.env.incoming, deps.cfg.chunkSize);
     const contentType = String(c.req.header(HEADERS.contentType) ?? 'application/octet-stream').slice(0, 200);
-    if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
+    // Recording chunk 0 is also the guard (connector, attempt, live): one round trip, then
+    // one more for the end. A repeat after the end is harmless (204).
+    const local = sinks.get(id);
+    if (!local || local.isEnded || local.connector !== p.id) {
+      if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
+    }
     const sink = await sinkFor(id, p.id, up.attempt);
+    const state = await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
+    if (state === 'COMPLETE') return c.body(null, 204);
     const decoded = await decodeUpload(up);
     metrics.bytesIn.inc({ mode: sink.mode }, up.body.length);
     const meta = { chunks: 1, bytes: decoded.length, checksum: up.encoding === 'identity' ? up.checksum : xxh64(decoded) };
     try {
       sink.init({ contentType, totalBytes: decoded.length });
-      if (sink.admit(0, decoded.length) === 'ok') {
-        await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
-        sink.put({ index: 0, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded });
-      }
+      if (sink.admit(0, decoded.length) === 'ok') sink.put({ index: 0, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded });
       await sink.complete(meta);
     } catch (err) {
       if (err instanceof RelayError && err.code !== 'GONE' && err.code !== 'BACKPRESSURE') await failWith(id, sink, err);
       throw err;
     }
     await requests.finish(id, 'complete', { ...meta, content_type: contentType });
-    await deps.redis.srem(keys.inFlight(p.id), id);
     return c.body(null, 204);
   });
 }
