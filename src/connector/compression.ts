@@ -17,6 +17,12 @@ import { availableParallelism } from 'node:os';
 const WARM = 2;
 /** While raw wins, every PROBE_EVERY-th chunk is compressed anyway (fresh ratio and speed). */
 const PROBE_EVERY = 16;
+/**
+ * Chunks smaller than this go raw in 'auto' mode: a few KB saved at most, against a trip
+ * through the thread pool to compress here and another to decompress on the router, which
+ * for a small result is most of its cost (a 1 KB result: 2 of its 3 pool round trips).
+ */
+export const SMALL_CHUNK_BYTES = 4096;
 /** Weight of the newest sample in the moving averages. */
 const ALPHA = 0.3;
 
@@ -40,9 +46,10 @@ export class CompressionChooser {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** True when the next chunk should be compressed. */
-  compressNext(): boolean {
+  /** True when the next chunk (of decodedBytes) should be compressed. */
+  compressNext(decodedBytes = Infinity): boolean {
     if (this.mode !== 'auto') return this.mode === 'always';
+    if (decodedBytes < SMALL_CHUNK_BYTES) return false;
     const n = this.chosen++;
     if (this.compressed < WARM || this.wireBytes === 0) return true;
     return !this.rawIsCheaper() || n % PROBE_EVERY === 0;

@@ -20,7 +20,7 @@ export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<stri
 
 /** Encodes a chunk as the command's CompressionChooser says, and tells it what that cost. */
 async function encode(ctx: UploadContext, decoded: Buffer): Promise<EncodedChunk> {
-  const compressed = ctx.compression.compressNext();
+  const compressed = ctx.compression.compressNext(decoded.length);
   const t0 = performance.now();
   const chunk = await encodeChunk(decoded, { compression: compressed, level: ctx.zstdLevel });
   ctx.compression.encoded(compressed, decoded.length, chunk.body.length, performance.now() - t0);

@@ -6,6 +6,8 @@ import type { Logger } from '../log.js';
 import { keys, type Redis } from './redis.js';
 import type { BusEvent } from './requests.js';
 
+export type ReqEvent = Extract<BusEvent, { t: 'req' }>;
+
 export class Bus extends EventEmitter {
   constructor(
     private readonly sub: Redis,
@@ -32,9 +34,9 @@ export class Bus extends EventEmitter {
 
   /**
    * Resolves when `check` returns a value, or null at the deadline. `check` runs first (unless
-   * checkFirst is false: the caller just looked), then on every event for the request whose
-   * status `relevant` accepts (default: all), and every pollMs: each check is a Redis read, and
-   * most events cannot change what a given waiter waits for.
+   * checkFirst is false: the caller just looked) and every pollMs. An event for the request goes
+   * to `onEvent`: undefined ignores it (most events cannot change what a given waiter waits
+   * for, and every check is a Redis read), null runs the check, a value resolves with it.
    */
   async waitFor<T>(
     requestId: string,
@@ -42,7 +44,7 @@ export class Bus extends EventEmitter {
     deadline: number,
     pollMs = 1000,
     signal?: AbortSignal,
-    relevant: (status: string) => boolean = () => true,
+    onEvent: (ev: ReqEvent) => T | null | undefined = () => null,
     checkFirst = true,
   ): Promise<T | null> {
     if (checkFirst) {
@@ -58,7 +60,7 @@ export class Bus extends EventEmitter {
         done = true;
         clearInterval(poll);
         clearTimeout(timer);
-        this.off(`req:${requestId}`, onEvent);
+        this.off(`req:${requestId}`, event);
         signal?.removeEventListener('abort', abort);
         resolve(v);
       };
@@ -82,10 +84,14 @@ export class Bus extends EventEmitter {
             checking = false;
           });
       };
-      const onEvent = (ev: Extract<BusEvent, { t: 'req' }>) => relevant(ev.status) && run();
+      const event = (ev: ReqEvent) => {
+        const v = onEvent(ev);
+        if (v === null) run();
+        else if (v !== undefined) finish(v);
+      };
       const abort = () => finish(null);
       signal?.addEventListener('abort', abort);
-      this.on(`req:${requestId}`, onEvent);
+      this.on(`req:${requestId}`, event);
       const poll = setInterval(run, pollMs);
       const timer = setTimeout(() => finish(null), Math.max(0, deadline - Date.now()));
     });

@@ -129,37 +129,62 @@ export class Dispatcher {
     if (TERMINAL.includes(rec.status)) return this.ended(rec);
     if (Date.now() >= rec.deadline) return this.giveUp(rec, new RelayError('TIMEOUT', `deadline passed before attempt ${rec.attempt + 1}`, { requestId: id }));
 
-    // A request whose current attempt is alive (lease fresh) is adopted, not sent again: the
-    // first attempt of every request (sent by submit), a job picked up after its router
-    // stopped, or an attempt a re-attached client started.
+    // A request whose current attempt is alive (lease fresh) is adopted, not sent again: a job
+    // picked up after its router stopped, or an attempt a re-attached client started. The first
+    // attempt of a new request is adopted too: submit() sent it (its ack wait starts at the send).
     const leaseS = rec.ackedAttempt >= rec.attempt ? this.cfg.progressTimeoutS : this.cfg.ackTimeoutS;
+    const submitted = rec.attempt === 1 && job.attemptsMade === 0 && !job.stalledCounter;
     const alive = rec.attempt > 0 && Date.now() - rec.leaseAt < leaseS * 1000;
     let attempt = rec.attempt;
     let sentAt = rec.leaseAt;
-    if (alive && attempt === 1 && job.attemptsMade === 0 && !job.stalledCounter) {
-      // The normal case: submit() sent attempt 1 just now. The dashboard still shows it.
-      await this.noteAttempt(job, rec.connector, attempt, 0);
-    } else if (alive) {
-      this.log.info({ request: id, connector: rec.connector, attempt }, 'adopting the running attempt');
-    } else {
-      attempt = rec.attempt + 1;
-      const resumeFrom = await this.requests.newAttempt(id, attempt);
-      if (resumeFrom === null) return this.ended((await this.requests.get(id)) ?? rec);
-      // Offload parts are not tracked across attempts, so an offload starts over.
-      const cmd = this.command(rec, attempt, rec.mode === 'offload' ? 0 : resumeFrom);
-      await this.send(rec, cmd);
-      sentAt = Date.now();
-      if (attempt > 1) this.metrics.commandsRedelivered.inc();
-      await this.noteAttempt(job, rec.connector, attempt, cmd.resume_from);
-      this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
+    // The dashboard shows each attempt (progress, log line). Attempt 1 of a request that ends
+    // within a second is not worth the two writes: it is noted only if it lives on or fails.
+    let noted = false;
+    const note = async () => {
+      if (noted) return;
+      noted = true;
+      await this.noteAttempt(job, rec!.connector, attempt, 0);
+    };
+    const noteLater = submitted ? setTimeout(() => void note(), 1000) : undefined;
+    try {
+      if (submitted) {
+        // sent by submit()
+      } else if (alive) {
+        this.log.info({ request: id, connector: rec.connector, attempt }, 'adopting the running attempt');
+        noted = true;
+      } else {
+        noted = true;
+        attempt = rec.attempt + 1;
+        const resumeFrom = await this.requests.newAttempt(id, attempt);
+        if (resumeFrom === null) return await this.ended((await this.requests.get(id)) ?? rec);
+        // Offload parts are not tracked across attempts, so an offload starts over.
+        const cmd = this.command(rec, attempt, rec.mode === 'offload' ? 0 : resumeFrom);
+        await this.send(rec, cmd);
+        sentAt = Date.now();
+        if (attempt > 1) this.metrics.commandsRedelivered.inc();
+        await this.noteAttempt(job, rec.connector, attempt, cmd.resume_from);
+        this.log.debug({ request: id, connector: rec.connector, attempt, resume_from: cmd.resume_from }, 'command dispatched');
+      }
+      return await this.follow(job, rec, attempt, sentAt, note);
+    } finally {
+      clearTimeout(noteLater);
     }
+  }
 
-    // Not acknowledged yet (sent just now, or adopted before its ack): wait for the ack until
-    // the ack timeout counted from the send.
+  /**
+   * Waits for the ack of `attempt` (until the ack timeout counted from its send), then for the
+   * request's end while its lease is renewed. Events say most of what happens (acked, complete),
+   * so the record is read only to start, on a failure, and on the 1 s poll.
+   */
+  private async follow(job: Job<JobData>, rec: RequestRecord, attempt: number, sentAt: number, note: () => Promise<void>): Promise<string> {
+    const id = rec.id;
     const lastTry = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    const terminal = (s: string) => (TERMINAL as string[]).includes(s);
+    // What the loop below knows without reading: the record as of the ack.
+    let known: RequestRecord | null = null;
     if (rec.ackedAttempt < attempt) {
       const ackDeadline = Math.min(rec.deadline, sentAt + this.cfg.ackTimeoutS * 1000);
-      const acked = await this.bus.waitFor(
+      const acked = await this.bus.waitFor<RequestRecord>(
         id,
         async () => {
           const r = await this.requests.get(id);
@@ -168,9 +193,12 @@ export class Dispatcher {
         ackDeadline,
         1000,
         undefined,
-        (status) => status === 'acked' || (TERMINAL as string[]).includes(status),
+        (ev) => (ev.status === 'acked' && ev.attempt === attempt ? { ...rec, attempt, ackedAttempt: attempt, leaseAt: Date.now() } : terminal(ev.status) ? null : undefined),
+        // The record was read just now; an ack that slips between is caught by the poll.
+        false,
       );
       if (!acked) {
+        await note();
         const online = await isOnline(this.redis, rec.connector);
         const err = online
           ? new RelayError('TIMEOUT', `connector ${rec.connector} did not acknowledge attempt ${attempt} within ${this.cfg.ackTimeoutS} s`, { requestId: id })
@@ -178,37 +206,48 @@ export class Dispatcher {
         if (lastTry || Date.now() >= rec.deadline) return this.giveUp(rec, err);
         throw new Error(`${err.code}: ${err.message}`);
       }
-    }
+      known = acked;
+    } else known = rec;
 
     // Acknowledged: wait for the end while the lease is renewed (acks and uploads renew it).
     for (;;) {
-      const r = await this.requests.get(id);
-      if (!r || TERMINAL.includes(r.status)) return this.ended(r ?? rec);
+      const r: RequestRecord | null = known ?? (await this.requests.get(id));
+      known = null;
+      if (!r || TERMINAL.includes(r.status)) {
+        if (r?.status !== 'complete') await note();
+        return this.ended(r ?? rec);
+      }
       // A newer attempt (a re-attached client restarted the transfer): watch that one.
       if (r.attempt !== attempt) {
         attempt = r.attempt;
         continue;
       }
-      const leaseEnd = r.leaseAt + this.cfg.progressTimeoutS * 1000;
+      const leaseEnd: number = r.leaseAt + this.cfg.progressTimeoutS * 1000;
       const now = Date.now();
-      if (now >= r.deadline) return this.giveUp(r, new RelayError('TIMEOUT', `request did not finish within its timeout`, { requestId: id }));
+      if (now >= r.deadline) {
+        await note();
+        return this.giveUp(r, new RelayError('TIMEOUT', `request did not finish within its timeout`, { requestId: id }));
+      }
       if (now >= leaseEnd) {
+        await note();
         const err = new RelayError('TIMEOUT', `no progress from connector ${r.connector} for ${this.cfg.progressTimeoutS} s`, { requestId: id });
         if (lastTry) return this.giveUp(r, err);
         throw new Error(`${err.code}: ${err.message}`);
       }
-      await this.bus.waitFor(
+      const outcome: true | RequestRecord | null = await this.bus.waitFor<true | RequestRecord>(
         id,
         async () => {
           const x = await this.requests.get(id);
-          return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? true : null;
+          return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? (x ?? true) : null;
         },
         Math.min(leaseEnd, r.deadline) + 10,
         1000,
         undefined,
-        (status) => (TERMINAL as string[]).includes(status),
+        // Complete needs no read; a failure does (its error goes to the job).
+        (ev) => (ev.status === 'complete' ? { ...r, status: 'complete' } : terminal(ev.status) ? null : undefined),
         false,
       );
+      if (outcome !== null && outcome !== true) known = outcome;
     }
   }
 
@@ -262,14 +301,13 @@ export class Dispatcher {
   }
 
   private async ended(rec: RequestRecord): Promise<string> {
-    await this.redis.srem(keys.inFlight(rec.connector), rec.id);
     if (rec.status === 'failed' && rec.error) throw new UnrecoverableError(`${rec.error.code}: ${rec.error.message}`);
     return rec.status;
   }
 
   private async giveUp(rec: RequestRecord, err: RelayError): Promise<never> {
+    // fail() also takes the request out of its connector's in-flight set.
     if (await this.requests.fail(rec.id, err)) await this.commands.sendCancel(rec.connector, rec.id);
-    await this.redis.srem(keys.inFlight(rec.connector), rec.id);
     throw new UnrecoverableError(`${err.code}: ${err.message}`);
   }
 

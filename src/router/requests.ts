@@ -43,7 +43,7 @@ export interface RequestRecord {
 export const TERMINAL: readonly RequestStatus[] = ['complete', 'failed', 'cancelled'];
 
 export type BusEvent =
-  | { t: 'req'; id: string; status: RequestStatus | 'acked' | 'progress' }
+  | { t: 'req'; id: string; status: RequestStatus | 'acked'; attempt?: number }
   | { t: 'cmd'; connector: string; id: string; event: 'command' | 'cancel'; data: string }
   | { t: 'takeover'; connector: string; session: string }
   | { t: 'revoke'; connector?: string; hash: string };
@@ -257,7 +257,7 @@ export class Requests {
    */
   async ack(id: string, connector: string, attempt: number): Promise<'OK' | 'COMPLETE'> {
     const now = Date.now();
-    const ev: BusEvent = { t: 'req', id, status: 'acked' };
+    const ev: BusEvent = { t: 'req', id, status: 'acked', attempt };
     const res = await this.r.relayAck(keys.request(id), keys.pending(connector), connector, attempt, now, new Date(now).toISOString(), 'ack', id, keys.busChannel, JSON.stringify(ev));
     return guardResult(res, id, attempt);
   }

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CompressionChooser } from '../../src/connector/compression.js';
+import { CompressionChooser, SMALL_CHUNK_BYTES } from '../../src/connector/compression.js';
 
 const CHUNK = 512 * 1024;
 
@@ -42,6 +42,14 @@ test('always and never do what they say', () => {
 test('auto compresses the first chunks (safe on a slow link) while it measures', () => {
   const { c } = chooser();
   assert.deepEqual([c.compressNext(), c.compressNext(), c.compressNext()], [true, true, true]);
+});
+
+test('auto sends a small chunk raw (not worth two thread-pool trips); always still compresses it', () => {
+  const { c } = chooser();
+  assert.equal(c.compressNext(1024), false);
+  assert.equal(c.compressNext(SMALL_CHUNK_BYTES - 1), false);
+  assert.equal(c.compressNext(SMALL_CHUNK_BYTES), true);
+  assert.equal(chooser('always').c.compressNext(1024), true);
 });
 
 test('a slow link (100 Mbit/s): every chunk compressed, no raw probe at all', () => {

@@ -242,10 +242,11 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
     2000,
     stop.signal,
     // With a sink, a completed request is answered by the sink: only a failure matters here.
-    (status) => (sink ? status === 'failed' || status === 'cancelled' : (TERMINAL as string[]).includes(status)),
+    (ev) => ((sink ? ev.status === 'failed' || ev.status === 'cancelled' : (TERMINAL as string[]).includes(ev.status)) ? null : undefined),
   );
   const outcome = await Promise.race([sink ? sink.done.then(() => 'sink' as const) : new Promise<never>(() => {}), end]);
-  stop.abort();
+  // A reason of our own: abort() without one builds a DOMException (a stack trace) per request.
+  stop.abort('answered');
   let final: RequestRecord | null = outcome === 'sink' ? null : outcome;
   if (outcome === null) {
     // Deadline: fail the request unless it ended in the meantime.
