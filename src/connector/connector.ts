@@ -209,13 +209,21 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     return tableSource(cmd, cmd.format, await databases.dataset(dataset, signal), signal);
   };
 
-  const execute = async (cmd: Command, signal: AbortSignal, renew: () => void): Promise<ResultSummary> => {
-    if (cmd.mode === 'offload' && !cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
-    const source = await openSource(cmd, signal);
+  // One chooser for every upload to the router: the link's speed and zstd's are properties of
+  // this connector and its link, not of one command (a result of a chunk or two would otherwise
+  // always be compressed while the chooser warms up).
+  const routerCompression = new CompressionChooser(cfg.zstdMode);
+
+  const execute = async (cmd: Command, signal: AbortSignal, renew: () => void, opened?: Promise<ChunkSource>): Promise<ResultSummary> => {
+    if (cmd.mode === 'offload' && !cmd.offload) {
+      void opened?.then((src) => src.close(), () => undefined);
+      throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
+    }
+    const source = await (opened ?? openSource(cmd, signal));
     try {
       // Offload always compresses: the object is stored and downloaded later, and an S3 store
       // handles fewer bytes faster (measured: raw made loopback offload slower, bench/RESULTS.md).
-      const compression = new CompressionChooser(cmd.compression !== 'zstd' ? 'never' : cmd.mode === 'offload' ? 'always' : cfg.zstdMode);
+      const compression = cmd.compression !== 'zstd' ? new CompressionChooser('never') : cmd.mode === 'offload' ? new CompressionChooser('always') : routerCompression;
       const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
       return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
     } finally {
@@ -225,13 +233,22 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
 
   /** Runs one accepted command; resolves false when it should run again if redelivered. */
   const run = async (cmd: Command, jobSignal: AbortSignal, acked: Promise<boolean>, renew: () => void): Promise<boolean> => {
-    if (!(await acked)) return jobSignal.aborted;
     const { signal, clear } = withDeadline(jobSignal, cmd, log);
+    // A dataset is resolved and opened while the ack is on its way (the work itself waits for
+    // the ack): for a small result that was a round trip of waiting. A query starts only once
+    // acknowledged: it may be costly, and an ack answered GONE means nobody wants it.
+    const early = cmd.dataset !== undefined ? openSource(cmd, signal) : undefined;
+    early?.catch(() => undefined);
+    if (!(await acked)) {
+      clear();
+      void early?.then((src) => src.close(), () => undefined);
+      return jobSignal.aborted;
+    }
     const started = Date.now();
     const fields = { request: cmd.request_id, attempt: cmd.attempt, mode: cmd.mode };
     log.info({ ...fields, dataset: cmd.dataset, database: cmd.sql !== undefined ? (cmd.database ?? databases.specs[0]?.name) : undefined, format: cmd.format, resumeFrom: cmd.resume_from || undefined }, 'command started');
     try {
-      const summary = await execute(cmd, signal, renew);
+      const summary = await execute(cmd, signal, renew, early);
       metrics.commands.inc({ mode: cmd.mode, outcome: 'delivered' });
       metrics.bytesSent.inc({ mode: cmd.mode }, summary.sentBytes ?? summary.bytes);
       log.info({ ...fields, ...summary, ms: Date.now() - started }, 'result delivered');

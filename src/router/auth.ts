@@ -18,6 +18,7 @@ const CACHE_MAX = 10_000;
 
 export class Auth {
   private readonly cache = new Map<string, { principal: Principal | null; expires: number }>();
+  private readonly owners = new Map<string, { tenant: string | null; expires: number }>();
   private readonly adminHash: Buffer | null;
 
   constructor(
@@ -37,13 +38,17 @@ export class Auth {
   }
 
   isAdminSecret(secret: string): boolean {
+    return this.isAdminHash(sha256(secret));
+  }
+
+  private isAdminHash(hash: string): boolean {
     if (!this.adminHash) return false;
-    return timingSafeEqual(Buffer.from(sha256(secret), 'hex'), this.adminHash);
+    return timingSafeEqual(Buffer.from(hash, 'hex'), this.adminHash);
   }
 
   async lookup(secret: string): Promise<Principal | null> {
-    if (this.isAdminSecret(secret)) return { kind: 'admin' };
     const hash = sha256(secret);
+    if (this.isAdminHash(hash)) return { kind: 'admin' };
     const now = Date.now();
     const hit = this.cache.get(hash);
     if (hit && hit.expires > now) return hit.principal;
@@ -53,6 +58,20 @@ export class Auth {
     if (this.cache.size >= CACHE_MAX) this.cache.clear();
     this.cache.set(hash, { principal, expires: now + CACHE_TTL_MS });
     return principal;
+  }
+
+  /**
+   * The tenant a connector belongs to (null: no such connector), cached like secrets: every
+   * client request asks, and the answer changes only when an operator removes a connector.
+   */
+  async connectorTenant(id: string): Promise<string | null> {
+    const now = Date.now();
+    const hit = this.owners.get(id);
+    if (hit && hit.expires > now) return hit.tenant;
+    const tenant = await connectorTenant(this.redis, id);
+    if (this.owners.size >= CACHE_MAX) this.owners.clear();
+    this.owners.set(id, { tenant, expires: now + CACHE_TTL_MS });
+    return tenant;
   }
 
   forget(secretHash: string): void {

@@ -15,6 +15,7 @@ const LOG_MAXLEN = 10_000;
 const LOG_TTL_S = 7 * 86_400;
 /** A connector that cannot take this much queued event data is dropped (it will reconnect). */
 const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
+const ECHO_MAX = 256;
 
 const APPEND = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[1], 'data', ARGV[2])
@@ -55,6 +56,11 @@ function formatEvent(e: SseEvent & { retry?: number }): string {
 
 export class CommandLog {
   private readonly r: Scripted;
+  /**
+   * Set by the Hub: hands an appended event to this instance's stream for the connector, if it
+   * has it, without waiting for the bus to echo it back (one hop less per command).
+   */
+  local?: (connector: string, e: SseEvent) => void;
   constructor(redis: Redis) {
     if (!('relayCmdAppend' in redis)) {
       redis.defineCommand('relayCmdAppend', { numberOfKeys: 2, lua: APPEND });
@@ -65,12 +71,18 @@ export class CommandLog {
 
   /** Persists a command (pending until acknowledged) and announces it to every router. */
   sendCommand(connector: string, cmd: Command): Promise<string> {
-    return this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), 'command', JSON.stringify(cmd), cmd.request_id, cmd.attempt, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+    return this.append(connector, 'command', JSON.stringify(cmd), cmd.request_id, cmd.attempt);
   }
 
   /** Persists a cancel event; the command is no longer pending. */
   sendCancel(connector: string, requestId: string): Promise<string> {
-    return this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), 'cancel', JSON.stringify({ request_id: requestId }), requestId, 0, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+    return this.append(connector, 'cancel', JSON.stringify({ request_id: requestId }), requestId, 0);
+  }
+
+  private async append(connector: string, event: 'command' | 'cancel', data: string, requestId: string, attempt: number): Promise<string> {
+    const id = await this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), event, data, requestId, attempt, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+    this.local?.(connector, { id, event, data });
+    return id;
   }
 
   async dropPending(connector: string, requestId: string): Promise<void> {
@@ -110,6 +122,12 @@ interface Session {
   res: ServerResponse;
   /** Live events that arrive while the catch-up is being sent. */
   backlog: SseEvent[] | null;
+  /**
+   * Ids of live events seen once: a command appended on this instance arrives twice (at once
+   * from the log, later as the bus echo, in either order); the second copy is dropped. Bounded:
+   * an id whose twin never comes (appended elsewhere) is forgotten after ECHO_MAX others.
+   */
+  echo: Set<string>;
   sent: Set<string>;
   timers: NodeJS.Timeout[];
   closed: boolean;
@@ -133,6 +151,7 @@ export class Hub {
     private readonly logger: Logger,
   ) {
     bus.on('cmd', (ev: Extract<BusEvent, { t: 'cmd' }>) => this.deliver(ev.connector, { id: ev.id, event: ev.event, data: ev.data }));
+    log.local = (connector, e) => this.deliver(connector, e);
     bus.on('takeover', (ev: Extract<BusEvent, { t: 'takeover' }>) => {
       const s = this.sessions.get(ev.connector);
       if (s && s.id !== ev.session) this.close(s, 'replaced by a newer stream');
@@ -155,7 +174,7 @@ export class Hub {
   async open(connector: string, res: ServerResponse, opts: { lastEventId: string | null; version: string | null; concurrency: number | null }): Promise<void> {
     const old = this.sessions.get(connector);
     if (old) this.close(old, 'replaced by a newer stream');
-    const s: Session = { id: `s_${randomBytes(9).toString('base64url')}`, connector, res, backlog: [], sent: new Set(), timers: [], closed: false };
+    const s: Session = { id: `s_${randomBytes(9).toString('base64url')}`, connector, res, backlog: [], echo: new Set(), sent: new Set(), timers: [], closed: false };
     this.sessions.set(connector, s);
     this.metrics.streamsOpened.inc();
     this.metrics.connectorsOnline.set(this.sessions.size);
@@ -221,6 +240,11 @@ export class Hub {
   private deliver(connector: string, e: SseEvent): void {
     const s = this.sessions.get(connector);
     if (!s || s.closed) return;
+    if (e.id) {
+      if (s.echo.delete(e.id)) return;
+      s.echo.add(e.id);
+      if (s.echo.size > ECHO_MAX) s.echo.delete(s.echo.values().next().value!);
+    }
     if (s.backlog) s.backlog.push(e);
     else this.write(s, e);
   }

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hono } from 'hono';
 import { RelayError, toRelayError } from '../../protocol/errors.js';
 import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
-import { connectorTenant, sha256 } from '../auth.js';
+import { sha256 } from '../auth.js';
 import { keys } from '../redis.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson, sendError } from '../http.js';
@@ -106,7 +106,7 @@ async function handleRequest(
 ): Promise<void> {
   if (!deps.accepting()) throw new RelayError('CONNECTOR_OFFLINE', 'this router is shutting down; retry', { retryAfterMs: 1000 });
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
-  const owner = await connectorTenant(deps.redis, body.connector);
+  const owner = await deps.auth.connectorTenant(body.connector);
   if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
   // One slot of the size class and of the connector, held until this answer ends however it ends.
   const slot = await deps.limiter.acquire(mode, p.tenant, body.connector);
@@ -144,9 +144,21 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
       throw err;
     }), partSize: cfg.partSize };
   }
-  await requests.create({ id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload });
   const sink = newSink(deps, req, res, id, mode, body.connector, started);
-  await deps.dispatcher.submit({ id, connector: body.connector, tenant: p.tenant, mode, spec, deadline, offload });
+  // The record, then its job, then the command (Dispatcher.submit): persisted before sent. The
+  // sink exists before the command goes out, since the result may come back at once.
+  const rec = { id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload };
+  try {
+    await requests.create(rec);
+    await deps.dispatcher.submit(rec);
+  } catch (err) {
+    if (!sink) throw err;
+    // The sink answers the client (and leaves the router's list of sinks).
+    const e = toRelayError(err);
+    deps.log.error({ err, request: id }, 'request could not be stored');
+    sink.fail(e);
+    return;
+  }
   deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
   await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
 }
