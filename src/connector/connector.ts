@@ -251,7 +251,9 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       const summary = await execute(cmd, signal, renew, early);
       metrics.commands.inc({ mode: cmd.mode, outcome: 'delivered' });
       metrics.bytesSent.inc({ mode: cmd.mode }, summary.sentBytes ?? summary.bytes);
-      log.info({ ...fields, ...summary, ms: Date.now() - started }, 'result delivered');
+      // What the compression choice is based on (connector/compression.ts), for operators.
+      const zstd = cmd.mode === 'offload' ? undefined : routerCompression.estimates;
+      log.info({ ...fields, ...summary, ms: Date.now() - started, ...(zstd ? { zstd } : {}) }, 'result delivered');
     } catch (err) {
       if (signal.aborted) {
         const reason = signal.reason instanceof Error ? signal.reason.message : String(signal.reason);

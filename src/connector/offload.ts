@@ -8,6 +8,7 @@ import { MAX_PARTS, MIN_PART_SIZE, type OffloadPartsResponse } from '../protocol
 import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
 import { HttpError } from './http.js';
 import { InFlight } from './inflight.js';
+import { BufferPool, type Lease } from '../protocol/buffer-pool.js';
 import type { ChunkSource } from './sources/file.js';
 
 /** Part URLs asked for in one call; more are asked for as the upload gets to them. */
@@ -17,6 +18,15 @@ const URL_MARGIN_MS = 30_000;
 /** PUTs in flight per offload command. */
 export const MAX_OFFLOAD_PARALLEL = 4;
 
+/** Part buffers per part size, shared by every offload of this process (see protocol/buffer-pool.ts). */
+const partPools = new Map<number, BufferPool>();
+function partPool(size: number): BufferPool {
+  let p = partPools.get(size);
+  // The parts in flight and the one being filled, for one command or two.
+  if (!p) partPools.set(size, (p = new BufferPool(size, 2 * (MAX_OFFLOAD_PARALLEL + 1))));
+  return p;
+}
+
 /**
  * Cuts a byte stream into object-store parts of exactly `partSize` bytes, the last one
  * shorter. Part boundaries need not fall between zstd frames: the object is the parts
@@ -25,11 +35,34 @@ export const MAX_OFFLOAD_PARALLEL = 4;
  */
 export class PartPacker {
   private part: Buffer | undefined;
+  private lease: Lease | undefined;
   private fill = 0;
   private emitted = 0;
+  /** Parts handed out and not released yet, by identity (pooled parts only). */
+  private readonly out = new Map<Buffer, Lease>();
 
-  constructor(readonly partSize: number) {
+  /** pool: where part buffers come from (of partSize bytes); without one, each part is new. */
+  constructor(
+    readonly partSize: number,
+    private readonly pool?: BufferPool,
+  ) {
     if (!Number.isInteger(partSize) || partSize <= 0) throw new RangeError(`invalid part size ${partSize}`);
+    if (pool && pool.size !== partSize) throw new RangeError(`pool buffers of ${pool.size} bytes for parts of ${partSize}`);
+  }
+
+  /** The caller is done with a part it was given: its buffer may be filled again. */
+  release(part: Buffer): void {
+    this.out.get(part)?.release();
+    this.out.delete(part);
+  }
+
+  private take(buf: Buffer): Buffer {
+    if (this.lease) this.out.set(buf, this.lease);
+    this.part = undefined;
+    this.lease = undefined;
+    this.fill = 0;
+    this.emitted += 1;
+    return buf;
   }
 
   /** Parts completed so far. */
@@ -40,30 +73,21 @@ export class PartPacker {
   *push(data: Uint8Array): Generator<Buffer> {
     let off = 0;
     while (off < data.length) {
-      this.part ??= Buffer.allocUnsafeSlow(this.partSize);
+      if (!this.part) {
+        this.lease = this.pool?.acquire();
+        this.part = this.lease?.buf ?? Buffer.allocUnsafeSlow(this.partSize);
+      }
       const n = Math.min(this.partSize - this.fill, data.length - off);
       this.part.set(data.subarray(off, off + n), this.fill);
       this.fill += n;
       off += n;
-      if (this.fill === this.partSize) {
-        const full = this.part;
-        this.part = undefined;
-        this.fill = 0;
-        this.emitted += 1;
-        yield full;
-      }
+      if (this.fill === this.partSize) yield this.take(this.part);
     }
   }
 
   /** The last, shorter part; one empty part when nothing was pushed at all; else null. */
   end(): Buffer | null {
-    if (this.fill > 0) {
-      const last = this.part!.subarray(0, this.fill);
-      this.part = undefined;
-      this.fill = 0;
-      this.emitted += 1;
-      return last;
-    }
+    if (this.fill > 0) return this.take(this.part!.subarray(0, this.fill));
     if (this.emitted === 0) {
       this.emitted = 1;
       return Buffer.alloc(0);
@@ -149,7 +173,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     partSize = MIN_PART_SIZE;
   }
   const encoding = cmd.compression === 'zstd' ? 'zstd' : 'identity';
-  const packer = new PartPacker(partSize);
+  const packer = new PartPacker(partSize, partPool(partSize));
   const urls = new PartUrls(ctx);
   const etags = new Map<number, string>();
   const hash = new Xxh64Stream();
@@ -162,9 +186,15 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     const n = ++partNo;
     if (n > MAX_PARTS) throw new RelayError('CONNECTOR_ERROR', `result needs more than ${MAX_PARTS} parts of ${partSize} bytes`);
     await inflight.slot();
-    inflight.launch((s) => putPart(ctx, urls, n, body, s).then((etag) => void etags.set(n, etag)));
+    inflight.launch((s) =>
+      putPart(ctx, urls, n, body, s)
+        .then((etag) => void etags.set(n, etag))
+        .finally(() => packer.release(body)),
+    );
   };
-  const frame = (decoded: Buffer): Promise<Buffer> => zstdFrameOf(decoded, ctx.zstdLevel, ctx.compression.compressNext());
+  // Offload compresses every chunk ('always'): a stored object is downloaded later, and an S3
+  // store handles fewer bytes faster; the chooser is asked all the same (mode 'never' says no).
+  const frame = (decoded: Buffer): Promise<Buffer> => zstdFrameOf(decoded, ctx.zstdLevel, ctx.compression.choose().compress);
   const feed = async (data: Buffer) => {
     // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
     await inflight.slot();
@@ -176,6 +206,8 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
       hash.update(decoded);
       bytes += decoded.length;
       await feed(encoding === 'zstd' ? await frame(decoded) : decoded);
+      // The packer has copied it (and the frame was made from it).
+      source.release?.(decoded);
     }
     // An empty result is still one valid zstd stream (some decoders refuse zero bytes).
     if (bytes === 0 && encoding === 'zstd') await feed(rawZstdFrame(Buffer.alloc(0)));

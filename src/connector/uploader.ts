@@ -18,13 +18,21 @@ export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<stri
   return h;
 }
 
-/** Encodes a chunk as the command's CompressionChooser says, and tells it what that cost. */
-async function encode(ctx: UploadContext, decoded: Buffer): Promise<EncodedChunk> {
-  const compressed = ctx.compression.compressNext(decoded.length);
-  const t0 = performance.now();
-  const chunk = await encodeChunk(decoded, { compression: compressed, level: ctx.zstdLevel });
-  ctx.compression.encoded(compressed, decoded.length, chunk.body.length, performance.now() - t0);
-  return chunk;
+/**
+ * Encodes a chunk as the CompressionChooser says and tells it what that cost; `done` tells it
+ * the chunk's upload has ended (the chooser measures whole chunks, encoding to acceptance).
+ */
+async function encode(ctx: UploadContext, decoded: Buffer): Promise<{ chunk: EncodedChunk; done: () => void }> {
+  const choice = ctx.compression.choose(decoded.length);
+  try {
+    const t0 = performance.now();
+    const chunk = await encodeChunk(decoded, { compression: choice.compress, level: ctx.zstdLevel });
+    ctx.compression.encoded(choice.compress, decoded.length, chunk.body.length, performance.now() - t0);
+    return { chunk, done: choice.done };
+  } catch (err) {
+    choice.done();
+    throw err;
+  }
 }
 
 export async function uploadResult(ctx: UploadContext, source: ChunkSource, contentType = CONTENT_TYPES[ctx.cmd.format]): Promise<ResultSummary> {
@@ -40,7 +48,12 @@ export async function uploadResult(ctx: UploadContext, source: ChunkSource, cont
         const second = await it.next();
         if (!second.done) pending.push(second.value);
       }
-      if (pending.length < 2) return await uploadSingle(ctx, pending[0] ?? Buffer.alloc(0), contentType);
+      if (pending.length < 2) {
+        const only = pending[0] ?? Buffer.alloc(0);
+        const summary = await uploadSingle(ctx, only, contentType);
+        source.release?.(only);
+        return summary;
+      }
     }
     return await uploadChunked(ctx, source, pending, it, contentType);
   } finally {
@@ -50,13 +63,17 @@ export async function uploadResult(ctx: UploadContext, source: ChunkSource, cont
 
 async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: string): Promise<ResultSummary> {
   const { cmd, http, signal } = ctx;
-  const chunk = await encode(ctx, decoded);
+  const { chunk, done } = await encode(ctx, decoded);
   const headers = { ...binaryHeaders(chunk, cmd.attempt), [HEADERS.contentType]: contentType };
-  await http.send('result', () => http.postBinary(`${requestPath(cmd.request_id)}/result`, chunk.body, headers, signal), {
-    signal,
-    policy: ctx.policy,
-    onRetry: retryLogger(ctx),
-  });
+  try {
+    await http.send('result', () => http.postBinary(`${requestPath(cmd.request_id)}/result`, chunk.body, headers, signal), {
+      signal,
+      policy: ctx.policy,
+      onRetry: retryLogger(ctx),
+    });
+  } finally {
+    done();
+  }
   ctx.renew();
   return { bytes: decoded.length, chunks: 1, checksum: new Xxh64Stream().update(decoded).digest(), sentChunks: 1, sentBytes: decoded.length };
 }
@@ -94,14 +111,18 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
       hash.update(decoded);
       bytes += decoded.length;
       const i = index++;
-      if (i < cmd.resume_from) continue;
+      if (i < cmd.resume_from) {
+        source.release?.(decoded);
+        continue;
+      }
       sentChunks++;
       sentBytes += decoded.length;
       // Weighed by its decoded size until encoded, then by its body: raw chunks on a fast link
       // keep few in flight (router memory), compressed ones on a slow link many (the link's
       // bandwidth × delay).
       await inflight.slot(decoded.length);
-      inflight.launch((s, resize) => sendChunk(ctx, i, decoded, s, resize), decoded.length);
+      // The decoded bytes are reused once the chunk is accepted (or its upload has given up).
+      inflight.launch((s, resize) => sendChunk(ctx, i, decoded, s, resize).finally(() => source.release?.(decoded)), decoded.length);
     }
     await inflight.drain();
   } catch (err) {
@@ -123,22 +144,18 @@ async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: B
 
 async function sendChunk(ctx: UploadContext, index: number, decoded: Buffer, signal: AbortSignal, resize: (bytes: number) => void): Promise<void> {
   const { cmd, http } = ctx;
-  const chunk = await encode(ctx, decoded);
-  resize(chunk.body.length);
-  signal.throwIfAborted();
-  const headers = binaryHeaders(chunk, cmd.attempt);
-  // The link's speed is measured over the time uploads are in flight (connector/compression.ts).
-  ctx.compression.uploadStarted();
-  let sent = 0;
+  const { chunk, done } = await encode(ctx, decoded);
   try {
+    resize(chunk.body.length);
+    signal.throwIfAborted();
+    const headers = binaryHeaders(chunk, cmd.attempt);
     await http.send(`chunk ${index}`, () => http.postBinary(`${requestPath(cmd.request_id)}/stream/chunk/${index}`, chunk.body, headers, signal), {
       signal,
       policy: ctx.policy,
       onRetry: retryLogger(ctx),
     });
-    sent = chunk.body.length;
   } finally {
-    ctx.compression.uploaded(sent);
+    done();
   }
   ctx.renew();
 }

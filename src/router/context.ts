@@ -5,7 +5,7 @@ import type { RouterConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Auth, Principal } from './auth.js';
-import type { BufferPool } from './buffer-pool.js';
+import type { BufferPool } from '../protocol/buffer-pool.js';
 import type { YoungGc } from './young-gc.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';

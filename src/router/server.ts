@@ -11,7 +11,7 @@ import { createLogger, type Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import { createApp } from './app.js';
 import { Auth } from './auth.js';
-import { BufferPool } from './buffer-pool.js';
+import { BufferPool } from '../protocol/buffer-pool.js';
 import { Bus } from './bus.js';
 import { CommandLog, Hub } from './commands.js';
 import { Dispatcher } from './dispatch.js';

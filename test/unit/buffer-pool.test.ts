@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BufferPool } from '../../src/router/buffer-pool.js';
+import { BufferPool } from '../../src/protocol/buffer-pool.js';
 
 test('BufferPool: a released buffer is handed out again, a lease releases once, the free list is bounded', () => {
   const pool = new BufferPool(1024, 2);

@@ -5,24 +5,27 @@ import { CompressionChooser, SMALL_CHUNK_BYTES } from '../../src/connector/compr
 const CHUNK = 512 * 1024;
 
 /**
- * Simulates n chunks on a link of `linkMBps` (wire) with a compressor of `zstdMBps` per core and
- * a compression ratio `ratio`, one upload at a time, on a fake clock. Returns how many chunks
- * were compressed.
+ * Simulates n chunks, one at a time, on a fake clock: compressing costs CHUNK / zstdMBps, and
+ * the way to the router `perChunkMs` plus the wire bytes at `linkMBps` (a receiver's fixed cost
+ * per chunk and a link's bandwidth). A compressed chunk costs the receiver `decompressMs` more.
+ * Returns how many chunks were compressed.
  */
-function drive(c: CompressionChooser, clock: { t: number }, n: number, linkMBps: number, zstdMBps = 300, ratio = 0.28): number {
+function drive(c: CompressionChooser, clock: { t: number }, n: number, o: { linkMBps: number; zstdMBps?: number; ratio?: number; perChunkMs?: number; decompressMs?: number }): number {
+  const { linkMBps, zstdMBps = 300, ratio = 0.28, perChunkMs = 0, decompressMs = 0 } = o;
   let zstd = 0;
   for (let i = 0; i < n; i++) {
-    const z = c.compressNext();
-    const wire = z ? Math.round(CHUNK * ratio) : CHUNK;
-    if (z) {
+    const choice = c.choose(CHUNK);
+    let wire = CHUNK;
+    if (choice.compress) {
       zstd++;
       const ms = CHUNK / (zstdMBps * 1000);
       clock.t += ms;
+      wire = Math.round(CHUNK * ratio);
       c.encoded(true, CHUNK, wire, ms);
-    } else c.encoded(false, CHUNK, wire, 0);
-    c.uploadStarted();
-    clock.t += wire / (linkMBps * 1000);
-    c.uploaded(wire);
+      clock.t += decompressMs;
+    }
+    clock.t += perChunkMs + wire / (linkMBps * 1000);
+    choice.done();
   }
   return zstd;
 }
@@ -34,52 +37,78 @@ const chooser = (mode: 'auto' | 'always' | 'never' = 'auto') => {
 
 test('always and never do what they say', () => {
   const a = chooser('always');
-  assert.equal(drive(a.c, a.clock, 50, 10_000), 50);
+  assert.equal(drive(a.c, a.clock, 50, { linkMBps: 10_000 }), 50);
   const n = chooser('never');
-  assert.equal(drive(n.c, n.clock, 50, 1), 0);
+  assert.equal(drive(n.c, n.clock, 50, { linkMBps: 1 }), 0);
 });
 
-test('auto compresses the first chunks (safe on a slow link) while it measures', () => {
+test('auto starts with a compressed phase (the safe guess on a slow link), then tries raw once', () => {
   const { c } = chooser();
-  assert.deepEqual([c.compressNext(), c.compressNext(), c.compressNext()], [true, true, true]);
+  const picks = Array.from({ length: 6 }, () => {
+    const x = c.choose(CHUNK);
+    x.done();
+    return x.compress;
+  });
+  assert.deepEqual(picks, [true, true, true, true, false, false]);
 });
 
 test('auto sends a small chunk raw (not worth two thread-pool trips); always still compresses it', () => {
   const { c } = chooser();
-  assert.equal(c.compressNext(1024), false);
-  assert.equal(c.compressNext(SMALL_CHUNK_BYTES - 1), false);
-  assert.equal(c.compressNext(SMALL_CHUNK_BYTES), true);
-  assert.equal(chooser('always').c.compressNext(1024), true);
+  assert.equal(c.choose(1024).compress, false);
+  assert.equal(c.choose(SMALL_CHUNK_BYTES - 1).compress, false);
+  assert.equal(c.choose(SMALL_CHUNK_BYTES).compress, true);
+  assert.equal(chooser('always').c.choose(1024).compress, true);
 });
 
-test('a slow link (100 Mbit/s): every chunk compressed, no raw probe at all', () => {
+test('a slow link (100 Mbit/s): compressed, with raw tried only rarely (it is far slower)', () => {
   const { c, clock } = chooser();
-  assert.equal(drive(c, clock, 200, 12.5), 200);
+  const zstd = drive(c, clock, 400, { linkMBps: 12.5 });
   assert.equal(c.estimates.rawWins, false);
-  assert.ok(Math.abs(c.estimates.linkMBps - 12.5) < 0.1, `link ${c.estimates.linkMBps}`);
+  // The first raw try, and at most one more per EXPLORE_FAR phases (two chunks each).
+  assert.ok(zstd >= 400 - 3 * 2, `compressed ${zstd} of 400`);
 });
 
-test('a link much faster than the compressor: raw, with every 16th chunk compressed to stay current', () => {
+test('a link much faster than the compressor: raw, with a compressed phase now and then', () => {
   const { c, clock } = chooser();
-  const zstd = drive(c, clock, 200, 3000);
+  const zstd = drive(c, clock, 400, { linkMBps: 3000 });
   assert.equal(c.estimates.rawWins, true);
-  assert.ok(zstd >= 2 + Math.floor(198 / 16) - 1 && zstd <= 2 + Math.ceil(198 / 16) + 1, `compressed ${zstd} of 200`);
+  assert.ok(zstd >= 4 && zstd <= 4 + Math.ceil(400 / 4 / 16) * 4, `compressed ${zstd} of 400`);
 });
 
-test('incompressible data on a fast link goes raw; on a slow link zstd still costs more than it saves', () => {
+test('a receiver that is the bottleneck (per-chunk cost, decompression) makes raw win although fewer bytes would go', () => {
+  // 512 KiB raw: 1 ms + 0.35 ms on the wire; compressed: 1.7 ms to compress, 1 ms to decompress,
+  // 1 ms + 0.1 ms: bytes-on-the-link alone would pick zstd.
+  const { c, clock } = chooser();
+  drive(c, clock, 200, { linkMBps: 1500, perChunkMs: 1, decompressMs: 1 });
+  assert.equal(c.estimates.rawWins, true);
+});
+
+test('incompressible data goes raw on a fast link', () => {
   const fast = chooser();
-  drive(fast.c, fast.clock, 50, 500, 300, 1.0);
+  drive(fast.c, fast.clock, 100, { linkMBps: 500, ratio: 1.0 });
   assert.equal(fast.c.estimates.rawWins, true);
-  const slow = chooser();
-  drive(slow.c, slow.clock, 50, 12.5, 300, 1.0);
-  assert.equal(slow.c.estimates.rawWins, true, 'a ratio of 1 saves nothing on any link');
 });
 
 test('auto follows a link that slows down', () => {
   const { c, clock } = chooser();
-  drive(c, clock, 100, 3000); // fast: raw
+  drive(c, clock, 100, { linkMBps: 3000 }); // fast: raw
   assert.equal(c.estimates.rawWins, true);
-  const later = drive(c, clock, 300, 12.5); // the link slows: the measured rate falls, zstd wins
+  const later = drive(c, clock, 600, { linkMBps: 12.5 }); // the link slows: the next compressed phase shows it
   assert.equal(c.estimates.rawWins, false);
-  assert.ok(later > 200, `compressed ${later} of the last 300`);
+  assert.ok(later > 400, `compressed ${later} of the last 600`);
+});
+
+test('an idle gap between commands does not count against the phase it falls in', () => {
+  const { c, clock } = chooser();
+  drive(c, clock, 6, { linkMBps: 3000 }); // one zstd phase, one raw try: raw wins
+  assert.equal(c.estimates.rawWins, true);
+  const raw = c.estimates.rawMBps!;
+  // Two raw chunks, a minute of nothing, two more: the phase's rate is its busy time's.
+  for (let i = 0; i < 4; i++) {
+    const x = c.choose(CHUNK);
+    clock.t += CHUNK / 3_000_000;
+    x.done();
+    if (i === 1) clock.t += 60_000;
+  }
+  assert.ok(c.estimates.rawMBps! > raw * 0.5, `raw ${c.estimates.rawMBps} MB/s after the gap, was ${raw}`);
 });

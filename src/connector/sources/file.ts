@@ -1,9 +1,10 @@
-// A dataset file read as chunk_size pieces. Reads go into fresh buffers of exactly the chunk
-// size (a stream would hand out pieces of whatever size it likes, and reuse is unsafe while
-// earlier chunks are still being uploaded).
+// A dataset file read as chunk_size pieces, into pooled buffers of exactly the chunk size (a
+// stream would hand out pieces of whatever size it likes). A buffer goes back to the pool only
+// when the uploader says it is done with it (release), never while a chunk may still be sent.
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RelayError } from '../../protocol/errors.js';
+import { BufferPool, type Lease } from '../../protocol/buffer-pool.js';
 import type { TableSchema } from '../../protocol/wire.js';
 import type { ResolvedDataset } from '../sandbox.js';
 
@@ -14,10 +15,26 @@ export interface ChunkSource {
   /** The columns of an Arrow result, announced in stream/init. */
   readonly schema?: TableSchema;
   chunks(): AsyncIterable<Buffer>;
+  /** The consumer is done with a chunk it was given (optional: sources that pool buffers). */
+  release?(chunk: Buffer): void;
   close(): Promise<void>;
 }
 
+/** Read buffers per chunk size, shared by every file read of this process. */
+const pools = new Map<number, BufferPool>();
+/** Buffers kept per size: the uploads in flight and the read ahead of a few commands. */
+const POOL_FREE = 16;
+
+function poolFor(size: number): BufferPool {
+  let p = pools.get(size);
+  if (!p) pools.set(size, (p = new BufferPool(size, POOL_FREE)));
+  return p;
+}
+
 export class FileSource implements ChunkSource {
+  /** Chunks handed out and not released yet, by identity. */
+  private readonly out = new Map<Buffer, Lease>();
+
   private constructor(
     private readonly fh: FileHandle,
     private readonly dataset: ResolvedDataset,
@@ -67,7 +84,9 @@ export class FileSource implements ChunkSource {
     while (pos < size) {
       this.signal?.throwIfAborted();
       const want = Math.min(this.chunkSize, size - pos);
-      const buf = Buffer.allocUnsafeSlow(want);
+      const lease = poolFor(this.chunkSize).acquire();
+      const buf = want === this.chunkSize ? lease.buf : lease.buf.subarray(0, want);
+      this.out.set(buf, lease);
       let filled = 0;
       while (filled < want) {
         const { bytesRead } = await this.fh.read(buf, filled, want - filled, pos + filled);
@@ -79,7 +98,14 @@ export class FileSource implements ChunkSource {
     }
   }
 
+  release(chunk: Buffer): void {
+    this.out.get(chunk)?.release();
+    this.out.delete(chunk);
+  }
+
   async close(): Promise<void> {
+    // Chunks never released (an upload that failed mid-way) are left to the GC, not reused.
+    this.out.clear();
     await this.fh.close().catch(() => undefined);
   }
 }

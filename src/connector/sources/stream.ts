@@ -12,7 +12,7 @@ export class StreamSource implements ChunkSource {
   constructor(
     private readonly produce: () => AsyncIterable<Uint8Array>,
     readonly chunkSize: number,
-    private readonly release: () => Promise<void>,
+    private readonly releaseSource: () => Promise<void>,
     private readonly signal?: AbortSignal,
     /** Sent with stream/init (Arrow results). */
     readonly schema?: TableSchema,
@@ -46,6 +46,6 @@ export class StreamSource implements ChunkSource {
   }
 
   async close(): Promise<void> {
-    await this.release();
+    await this.releaseSource();
   }
 }
