@@ -153,9 +153,9 @@ export class ZstdDecoder implements Decoder {
   ) {}
 
   push(chunk: Buffer): Promise<void> | undefined {
-    let frames: Buffer[];
+    let frames: Buffer[][];
     try {
-      frames = this.splitter.push(chunk);
+      frames = this.splitter.pushPieces(chunk);
     } catch (err) {
       throw new DecodeError(`invalid zstd stream: ${describe(err)}`);
     }
@@ -166,16 +166,17 @@ export class ZstdDecoder implements Decoder {
    * One read can hold thousands of tiny frames (zeros compress 10,000:1), so the bound on
    * decompressions in flight is kept inside the loop, not per read.
    */
-  private async enqueue(frames: Buffer[]): Promise<void> {
-    for (const frame of frames) {
+  private async enqueue(frames: Buffer[][]): Promise<void> {
+    for (const pieces of frames) {
       if (this.pending.length >= this.depth) await this.flush(this.depth - 1);
       // Skippable frames carry no data; zstd itself ignores them.
-      if ((frame.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50) continue;
-      const stored = storedBlocks(frame);
+      if ((new PieceCursor(pieces).u32() & 0xfffffff0) === 0x184d2a50) continue;
+      const stored = storedBlocks(pieces);
       if (stored) {
         this.pending.push(stored);
         continue;
       }
+      const frame = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
       const p = zstdDecompress(frame).catch((err: unknown) => {
         throw new DecodeError(`invalid zstd frame: ${describe(err)}`);
       });
@@ -205,41 +206,94 @@ export class ZstdDecoder implements Decoder {
   }
 }
 
+/** Reads a frame spread over the pieces it arrived in, without joining them. */
+class PieceCursor {
+  private i = 0;
+  private off = 0;
+  /** Bytes consumed so far. */
+  pos = 0;
+  readonly length: number;
+
+  constructor(private readonly pieces: Buffer[]) {
+    this.length = pieces.reduce((a, p) => a + p.length, 0);
+  }
+
+  byte(): number {
+    while (this.off >= this.pieces[this.i]!.length) {
+      this.i++;
+      this.off = 0;
+    }
+    this.pos++;
+    return this.pieces[this.i]![this.off++]!;
+  }
+
+  /** Little-endian unsigned integer of n ≤ 6 bytes (8: as a Number, exact below 2^53). */
+  uint(n: number): number {
+    let v = 0;
+    for (let k = 0; k < n; k++) v += this.byte() * 2 ** (8 * k);
+    return v;
+  }
+
+  u32(): number {
+    return this.uint(4);
+  }
+
+  /** The next n bytes as views into the pieces. */
+  views(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    while (n > 0) {
+      const p = this.pieces[this.i]!;
+      if (this.off >= p.length) {
+        this.i++;
+        this.off = 0;
+        continue;
+      }
+      const k = Math.min(n, p.length - this.off);
+      out.push(p.subarray(this.off, this.off + k));
+      this.off += k;
+      this.pos += k;
+      n -= k;
+    }
+    return out;
+  }
+}
+
 /**
- * The payloads of a frame made only of raw (stored) blocks, as views into the frame, or
- * null when it holds compressed blocks. Incompressible chunks travel this way
- * (rawZstdFrame); slicing them out skips a native round trip and two copies.
+ * The payloads of a frame made only of raw (stored) blocks, as views into the frame (or the
+ * pieces it arrived in), or null when it holds compressed blocks. Incompressible chunks, and
+ * every chunk a connector sends raw, travel this way (rawZstdFrame): slicing them out skips a
+ * native round trip, joining the pieces, and two copies.
  */
-export function storedBlocks(frame: Buffer): Buffer[] | null {
-  const fhd = frame[4]!;
+export function storedBlocks(frame: Buffer | Buffer[]): Buffer[] | null {
+  const c = new PieceCursor(Array.isArray(frame) ? frame : [frame]);
+  if (c.length < 6) return null;
+  c.u32(); // magic, checked by the splitter
+  const fhd = c.byte();
   const fcsFlag = fhd >> 6;
   const singleSegment = (fhd >> 5) & 1;
   const hasChecksum = (fhd >> 2) & 1;
   const dictBytes = [0, 1, 2, 4][fhd & 3]!;
   const fcsBytes = fcsFlag === 0 ? singleSegment : [0, 2, 4, 8][fcsFlag]!;
-  let pos = 5 + (singleSegment ? 0 : 1) + dictBytes;
+  const headerEnd = 5 + (singleSegment ? 0 : 1) + dictBytes + fcsBytes;
+  if (c.length < headerEnd) return null;
+  if (!singleSegment) c.byte();
+  c.uint(dictBytes);
   let contentSize: number | undefined;
-  if (fcsBytes === 1) contentSize = frame[pos]!;
-  else if (fcsBytes === 2) contentSize = frame.readUInt16LE(pos) + 256;
-  else if (fcsBytes === 4) contentSize = frame.readUInt32LE(pos);
-  else if (fcsBytes === 8) contentSize = Number(frame.readBigUInt64LE(pos));
-  pos += fcsBytes;
+  if (fcsBytes > 0) contentSize = c.uint(fcsBytes) + (fcsBytes === 2 ? 256 : 0);
   const out: Buffer[] = [];
   let size = 0;
   for (;;) {
-    if (pos + 3 > frame.length) return null;
-    const header = frame.readUIntLE(pos, 3);
+    if (c.pos + 3 > c.length) return null;
+    const header = c.uint(3);
     if (((header >> 1) & 3) !== 0) return null;
     const blockSize = header >>> 3;
-    pos += 3;
-    if (pos + blockSize > frame.length) return null;
-    if (blockSize > 0) out.push(frame.subarray(pos, pos + blockSize));
+    if (c.pos + blockSize > c.length) return null;
+    if (blockSize > 0) out.push(...c.views(blockSize));
     size += blockSize;
-    pos += blockSize;
     if (header & 1) break;
   }
   // Anything odd (a size that does not add up) goes to the real decoder to be judged.
-  if (pos + (hasChecksum ? 4 : 0) !== frame.length) return null;
+  if (c.pos + (hasChecksum ? 4 : 0) !== c.length) return null;
   if (contentSize !== undefined && contentSize !== size) return null;
   return out;
 }

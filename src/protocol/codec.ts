@@ -139,11 +139,20 @@ export class ZstdFrameSplitter {
 
   /** Feeds bytes; returns the frames completed by them. */
   push(data: Buffer): Buffer[] {
+    return this.pushPieces(data).map((pieces) => (pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)));
+  }
+
+  /**
+   * Feeds bytes; returns the frames completed by them, each as the pieces of the reads it came
+   * in (views, not copies): a reader that only needs the frame's stored blocks never has to
+   * join a 512 KiB frame into one buffer.
+   */
+  pushPieces(data: Buffer): Buffer[][] {
     if (data.length) {
       this.parts.push(data);
       this.total += data.length;
     }
-    const frames: Buffer[] = [];
+    const frames: Buffer[][] = [];
     while (this.total > 0) {
       if (this.frameLength < 0 && !this.findFrameLength()) break;
       if (this.total < this.frameLength) break;
@@ -201,24 +210,16 @@ export class ZstdFrameSplitter {
     return false;
   }
 
-  private take(n: number): Buffer {
-    let out: Buffer;
-    const first = this.parts[0]!;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.parts.shift();
-      else this.parts[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let o = 0;
-      while (o < n) {
-        const p = this.parts[0]!;
-        const k = Math.min(p.length, n - o);
-        p.copy(out, o, 0, k);
-        o += k;
-        if (k === p.length) this.parts.shift();
-        else this.parts[0] = p.subarray(k);
-      }
+  private take(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    let o = 0;
+    while (o < n) {
+      const p = this.parts[0]!;
+      const k = Math.min(p.length, n - o);
+      out.push(k === p.length ? p : p.subarray(0, k));
+      o += k;
+      if (k === p.length) this.parts.shift();
+      else this.parts[0] = p.subarray(k);
     }
     this.total -= n;
     return out;

@@ -20,6 +20,25 @@ test('storedBlocks: raw frames give their payload as views, compressed frames go
   assert.equal(storedBlocks(lying), null);
 });
 
+test('storedBlocks over the pieces a frame arrived in: same payload, views into those pieces, never joined', async () => {
+  const data = randomBytes(300_000);
+  const frame = rawZstdFrame(data);
+  for (const cuts of [[1], [3, 7], [5, 200_000], [131_075, 131_078, 262_150], [frame.length - 1]]) {
+    const pieces: Buffer[] = [];
+    let at = 0;
+    for (const c of [...cuts, frame.length]) {
+      pieces.push(Buffer.from(frame.subarray(at, c)));
+      at = c;
+    }
+    const parts = storedBlocks(pieces)!;
+    assert.ok(parts, `cuts ${cuts.join(',')}`);
+    assert.ok(Buffer.concat(parts).equals(data), `cuts ${cuts.join(',')}`);
+    assert.ok(parts.every((p) => pieces.some((x) => x.buffer === p.buffer)), 'views, no copies');
+  }
+  const z = await zstdCompress(Buffer.from('z'.repeat(100_000)));
+  assert.equal(storedBlocks([z.subarray(0, 4), z.subarray(4)]), null);
+});
+
 test('ZstdDecoder: many frames fed byte-unaligned come out in order; skippable frames are ignored', async () => {
   const pieces: Buffer[] = [];
   const encoded: Buffer[] = [];
