@@ -84,9 +84,14 @@ export class FileSource implements ChunkSource {
     while (pos < size) {
       this.signal?.throwIfAborted();
       const want = Math.min(this.chunkSize, size - pos);
-      const lease = poolFor(this.chunkSize).acquire();
-      const buf = want === this.chunkSize ? lease.buf : lease.buf.subarray(0, want);
-      this.out.set(buf, lease);
+      // Full chunks come from the pool; a short one (a small file, a file's tail) is its own
+      // exact buffer: a pooled 512 KiB buffer per small result would be churn, not reuse.
+      let buf: Buffer;
+      if (want === this.chunkSize) {
+        const lease = poolFor(this.chunkSize).acquire();
+        buf = lease.buf;
+        this.out.set(buf, lease);
+      } else buf = Buffer.allocUnsafe(want);
       let filled = 0;
       while (filled < want) {
         const { bytesRead } = await this.fh.read(buf, filled, want - filled, pos + filled);

@@ -160,7 +160,7 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
     return;
   }
   deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
-  await follow(deps, res, { id, mode, deadline, started }, sink, idemKey !== null);
+  await follow(deps, res, { id, mode, deadline, started, fresh: true }, sink, idemKey !== null);
 }
 
 function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, connector: string, started: number): Sink | null {
@@ -210,7 +210,7 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
 async function follow(
   deps: RouterDeps,
   res: ServerResponse,
-  r: { id: string; mode: Mode; deadline: number; started: number },
+  r: { id: string; mode: Mode; deadline: number; started: number; fresh?: boolean },
   sink: Sink | null,
   reattachable: boolean,
 ): Promise<void> {
@@ -226,7 +226,7 @@ async function follow(
 
 async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof follow>): Promise<void> {
   const { requests, metrics, cfg } = deps;
-  const { id, mode, deadline, started } = r;
+  const { id, mode, deadline, started, fresh = false } = r;
   let clientGone = false;
   const cancel = () => void requests.get(id).then((x) => (x ? cancelRequest(deps, x, 'the client went away') : undefined));
   const gone = () => {
@@ -255,6 +255,9 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
     stop.signal,
     // With a sink, a completed request is answered by the sink: only a failure matters here.
     (ev) => ((sink ? ev.status === 'failed' || ev.status === 'cancelled' : (TERMINAL as string[]).includes(ev.status)) ? null : undefined),
+    // A new request cannot have ended yet (its events come in later ticks than this one); a
+    // re-attached one may have.
+    !fresh,
   );
   const outcome = await Promise.race([sink ? sink.done.then(() => 'sink' as const) : new Promise<never>(() => {}), end]);
   // A reason of our own: abort() without one builds a DOMException (a stack trace) per request.
