@@ -11,7 +11,6 @@ import { RecordBatchReader, tableFromIPC, Type, type DataType, type Table as Arr
 import { parse as parseCsv, type Parser } from 'csv-parse';
 import Table from 'cli-table3';
 import * as pq from 'parquet-wasm/node';
-import type { Format } from '../protocol/wire.js';
 
 import { formatOfName, type PreviewFormat } from './formats.js';
 

@@ -215,10 +215,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   const routerCompression = new CompressionChooser(cfg.zstdMode);
 
   const execute = async (cmd: Command, signal: AbortSignal, renew: () => void, opened?: Promise<ChunkSource>): Promise<ResultSummary> => {
-    if (cmd.mode === 'offload' && !cmd.offload) {
-      void opened?.then((src) => src.close(), () => undefined);
-      throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
-    }
+    // (run() opens nothing early for such a command.)
+    if (cmd.mode === 'offload' && !cmd.offload) throw new RelayError('BAD_REQUEST', 'offload command without an "offload" section');
     const source = await (opened ?? openSource(cmd, signal));
     try {
       // Offload always compresses: the object is stored and downloaded later, and an S3 store
@@ -237,7 +235,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     // A dataset is resolved and opened while the ack is on its way (the work itself waits for
     // the ack): for a small result that was a round trip of waiting. A query starts only once
     // acknowledged: it may be costly, and an ack answered GONE means nobody wants it.
-    const early = cmd.dataset !== undefined ? openSource(cmd, signal) : undefined;
+    const early = cmd.dataset !== undefined && (cmd.mode !== 'offload' || cmd.offload) ? openSource(cmd, signal) : undefined;
     early?.catch(() => undefined);
     if (!(await acked)) {
       clear();

@@ -8,7 +8,7 @@ import { MAX_PARTS, MIN_PART_SIZE, type OffloadPartsResponse } from '../protocol
 import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
 import { HttpError } from './http.js';
 import { InFlight } from './inflight.js';
-import { BufferPool, type Lease } from '../protocol/buffer-pool.js';
+import { Lent, sharedPool, type BufferPool, type Lease } from '../protocol/buffer-pool.js';
 import type { ChunkSource } from './sources/file.js';
 
 /** Part URLs asked for in one call; more are asked for as the upload gets to them. */
@@ -18,14 +18,8 @@ const URL_MARGIN_MS = 30_000;
 /** PUTs in flight per offload command. */
 export const MAX_OFFLOAD_PARALLEL = 4;
 
-/** Part buffers per part size, shared by every offload of this process (see protocol/buffer-pool.ts). */
-const partPools = new Map<number, BufferPool>();
-function partPool(size: number): BufferPool {
-  let p = partPools.get(size);
-  // The parts in flight and the one being filled, for one command or two.
-  if (!p) partPools.set(size, (p = new BufferPool(size, 2 * (MAX_OFFLOAD_PARALLEL + 1))));
-  return p;
-}
+/** Part buffers kept per part size: the parts in flight and the one being filled, for one command or two. */
+const PART_POOL_FREE = 2 * (MAX_OFFLOAD_PARALLEL + 1);
 
 /**
  * Cuts a byte stream into object-store parts of exactly `partSize` bytes, the last one
@@ -38,8 +32,8 @@ export class PartPacker {
   private lease: Lease | undefined;
   private fill = 0;
   private emitted = 0;
-  /** Parts handed out and not released yet, by identity (pooled parts only). */
-  private readonly out = new Map<Buffer, Lease>();
+  /** Pooled parts handed out and not released yet. */
+  private readonly lent = new Lent();
 
   /** pool: where part buffers come from (of partSize bytes); without one, each part is new. */
   constructor(
@@ -52,12 +46,11 @@ export class PartPacker {
 
   /** The caller is done with a part it was given: its buffer may be filled again. */
   release(part: Buffer): void {
-    this.out.get(part)?.release();
-    this.out.delete(part);
+    this.lent.giveBack(part);
   }
 
   private take(buf: Buffer): Buffer {
-    if (this.lease) this.out.set(buf, this.lease);
+    if (this.lease) this.lent.lend(buf, this.lease);
     this.part = undefined;
     this.lease = undefined;
     this.fill = 0;
@@ -173,7 +166,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     partSize = MIN_PART_SIZE;
   }
   const encoding = cmd.compression === 'zstd' ? 'zstd' : 'identity';
-  const packer = new PartPacker(partSize, partPool(partSize));
+  const packer = new PartPacker(partSize, sharedPool(partSize, PART_POOL_FREE));
   const urls = new PartUrls(ctx);
   const etags = new Map<number, string>();
   const hash = new Xxh64Stream();

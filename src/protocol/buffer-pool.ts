@@ -47,3 +47,36 @@ export class Lease {
     this.pool.giveBack(this.buf);
   }
 }
+
+const shared = new Map<number, BufferPool>();
+
+/** The process-wide pool of `size`-byte buffers (created with maxFree on first use). */
+export function sharedPool(size: number, maxFree: number): BufferPool {
+  let p = shared.get(size);
+  if (!p) shared.set(size, (p = new BufferPool(size, maxFree)));
+  return p;
+}
+
+/**
+ * Buffers handed out to a consumer that gives them back by identity (the buffer, or a view
+ * into it, as it was handed out). Whatever is never given back is left to the GC.
+ */
+export class Lent {
+  private readonly out = new Map<Buffer, Lease>();
+
+  /** Hands out `view` (the lease's buffer or a view into it). */
+  lend(view: Buffer, lease: Lease): Buffer {
+    this.out.set(view, lease);
+    return view;
+  }
+
+  giveBack(view: Buffer): void {
+    this.out.get(view)?.release();
+    this.out.delete(view);
+  }
+
+  /** Stops tracking: buffers still out are not reused. */
+  forget(): void {
+    this.out.clear();
+  }
+}

@@ -8,6 +8,13 @@ import type { BusEvent } from './requests.js';
 
 export type ReqEvent = Extract<BusEvent, { t: 'req' }>;
 
+export interface WaitOptions<T> {
+  pollMs?: number;
+  signal?: AbortSignal;
+  onEvent?: (ev: ReqEvent) => T | null | undefined;
+  checkFirst?: boolean;
+}
+
 export class Bus extends EventEmitter {
   constructor(
     private readonly sub: Redis,
@@ -38,15 +45,8 @@ export class Bus extends EventEmitter {
    * to `onEvent`: undefined ignores it (most events cannot change what a given waiter waits
    * for, and every check is a Redis read), null runs the check, a value resolves with it.
    */
-  async waitFor<T>(
-    requestId: string,
-    check: () => Promise<T | null>,
-    deadline: number,
-    pollMs = 1000,
-    signal?: AbortSignal,
-    onEvent: (ev: ReqEvent) => T | null | undefined = () => null,
-    checkFirst = true,
-  ): Promise<T | null> {
+  async waitFor<T>(requestId: string, check: () => Promise<T | null>, deadline: number, opts: WaitOptions<T> = {}): Promise<T | null> {
+    const { pollMs = 1000, signal, onEvent = () => null, checkFirst = true } = opts;
     if (checkFirst) {
       const first = await check();
       if (first !== null) return first;

@@ -42,7 +42,7 @@ export class Dispatcher {
   private depthTimer?: NodeJS.Timeout;
 
   constructor(
-    private readonly connection: Redis,
+    connection: Redis,
     private readonly workerConnection: Redis,
     private readonly redis: Redis,
     private readonly cfg: DispatchConfig,
@@ -137,23 +137,21 @@ export class Dispatcher {
     const alive = rec.attempt > 0 && Date.now() - rec.leaseAt < leaseS * 1000;
     let attempt = rec.attempt;
     let sentAt = rec.leaseAt;
-    // The dashboard shows each attempt (progress, log line). Attempt 1 of a request that ends
-    // within a second is not worth the two writes: it is noted only if it lives on or fails.
-    let noted = false;
+    // The dashboard shows each attempt (progress, log line). Attempt 1, sent by submit(), is not
+    // worth the two writes for a request that ends within a second: it is noted only once it
+    // has lived that long, or when it fails.
+    const connector = rec.connector;
+    let noted = !submitted;
     const note = async () => {
       if (noted) return;
       noted = true;
-      await this.noteAttempt(job, rec!.connector, attempt, 0);
+      await this.noteAttempt(job, connector, 1, 0);
     };
     const noteLater = submitted ? setTimeout(() => void note(), 1000) : undefined;
     try {
-      if (submitted) {
-        // sent by submit()
-      } else if (alive) {
-        this.log.info({ request: id, connector: rec.connector, attempt }, 'adopting the running attempt');
-        noted = true;
-      } else {
-        noted = true;
+      if (!submitted && alive) {
+        this.log.info({ request: id, connector, attempt }, 'adopting the running attempt');
+      } else if (!submitted) {
         attempt = rec.attempt + 1;
         const resumeFrom = await this.requests.newAttempt(id, attempt);
         if (resumeFrom === null) return await this.ended((await this.requests.get(id)) ?? rec);
@@ -191,11 +189,11 @@ export class Dispatcher {
           return !r || TERMINAL.includes(r.status) || r.attempt !== attempt || r.ackedAttempt >= attempt ? r ?? rec : null;
         },
         ackDeadline,
-        1000,
-        undefined,
-        (ev) => (ev.status === 'acked' && ev.attempt === attempt ? { ...rec, attempt, ackedAttempt: attempt, leaseAt: Date.now() } : terminal(ev.status) ? null : undefined),
-        // The record was read just now; an ack that slips between is caught by the poll.
-        false,
+        {
+          onEvent: (ev) => (ev.status === 'acked' && ev.attempt === attempt ? { ...rec, attempt, ackedAttempt: attempt, leaseAt: Date.now() } : terminal(ev.status) ? null : undefined),
+          // The record was read just now; an ack that slips between is caught by the poll.
+          checkFirst: false,
+        },
       );
       if (!acked) {
         await note();
@@ -241,11 +239,11 @@ export class Dispatcher {
           return !x || TERMINAL.includes(x.status) || x.attempt !== attempt ? (x ?? true) : null;
         },
         Math.min(leaseEnd, r.deadline) + 10,
-        1000,
-        undefined,
-        // Complete needs no read; a failure does (its error goes to the job).
-        (ev) => (ev.status === 'complete' ? { ...r, status: 'complete' } : terminal(ev.status) ? null : undefined),
-        false,
+        {
+          // Complete needs no read; a failure does (its error goes to the job).
+          onEvent: (ev) => (ev.status === 'complete' ? { ...r, status: 'complete' } : terminal(ev.status) ? null : undefined),
+          checkFirst: false,
+        },
       );
       if (outcome !== null && outcome !== true) known = outcome;
     }

@@ -4,7 +4,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { RelayError } from '../../protocol/errors.js';
-import { BufferPool, type Lease } from '../../protocol/buffer-pool.js';
+import { Lent, sharedPool } from '../../protocol/buffer-pool.js';
 import type { TableSchema } from '../../protocol/wire.js';
 import type { ResolvedDataset } from '../sandbox.js';
 
@@ -20,20 +20,12 @@ export interface ChunkSource {
   close(): Promise<void>;
 }
 
-/** Read buffers per chunk size, shared by every file read of this process. */
-const pools = new Map<number, BufferPool>();
-/** Buffers kept per size: the uploads in flight and the read ahead of a few commands. */
+/** Read buffers kept per chunk size: the uploads in flight and the read ahead of a few commands. */
 const POOL_FREE = 16;
 
-function poolFor(size: number): BufferPool {
-  let p = pools.get(size);
-  if (!p) pools.set(size, (p = new BufferPool(size, POOL_FREE)));
-  return p;
-}
-
 export class FileSource implements ChunkSource {
-  /** Chunks handed out and not released yet, by identity. */
-  private readonly out = new Map<Buffer, Lease>();
+  /** Pooled chunks handed out and not released yet. */
+  private readonly lent = new Lent();
 
   private constructor(
     private readonly fh: FileHandle,
@@ -88,9 +80,8 @@ export class FileSource implements ChunkSource {
       // exact buffer: a pooled 512 KiB buffer per small result would be churn, not reuse.
       let buf: Buffer;
       if (want === this.chunkSize) {
-        const lease = poolFor(this.chunkSize).acquire();
-        buf = lease.buf;
-        this.out.set(buf, lease);
+        const lease = sharedPool(this.chunkSize, POOL_FREE).acquire();
+        buf = this.lent.lend(lease.buf, lease);
       } else buf = Buffer.allocUnsafe(want);
       let filled = 0;
       while (filled < want) {
@@ -104,13 +95,12 @@ export class FileSource implements ChunkSource {
   }
 
   release(chunk: Buffer): void {
-    this.out.get(chunk)?.release();
-    this.out.delete(chunk);
+    this.lent.giveBack(chunk);
   }
 
   async close(): Promise<void> {
     // Chunks never released (an upload that failed mid-way) are left to the GC, not reused.
-    this.out.clear();
+    this.lent.forget();
     await this.fh.close().catch(() => undefined);
   }
 }

@@ -75,7 +75,7 @@ async function answerExisting(deps: RouterDeps, res: ServerResponse, id: string,
     rec = (await deps.bus.waitFor(id, async () => {
       const r = await deps.requests.get(id);
       return r && TERMINAL.includes(r.status) ? r : null;
-    }, rec.deadline, 2000)) ?? rec;
+    }, rec.deadline, { pollMs: 2000 })) ?? rec;
   }
   if (rec.status === 'complete' && mode === 'offload') return sendOffloadAnswer(res, rec);
   if (rec.status === 'failed' && rec.error) throw new RelayError(rec.error.code, rec.error.message, { requestId: id });
@@ -251,13 +251,15 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
       return x && TERMINAL.includes(x.status) && (x.status !== 'complete' || !sink) ? x : null;
     },
     deadline,
-    2000,
-    stop.signal,
-    // With a sink, a completed request is answered by the sink: only a failure matters here.
-    (ev) => ((sink ? ev.status === 'failed' || ev.status === 'cancelled' : (TERMINAL as string[]).includes(ev.status)) ? null : undefined),
-    // A new request cannot have ended yet (its events come in later ticks than this one); a
-    // re-attached one may have.
-    !fresh,
+    {
+      pollMs: 2000,
+      signal: stop.signal,
+      // With a sink, a completed request is answered by the sink: only a failure matters here.
+      onEvent: (ev) => ((sink ? ev.status === 'failed' || ev.status === 'cancelled' : (TERMINAL as string[]).includes(ev.status)) ? null : undefined),
+      // A new request cannot have ended yet (its events come in later ticks than this one); a
+      // re-attached one may have.
+      checkFirst: !fresh,
+    },
   );
   const outcome = await Promise.race([sink ? sink.done.then(() => 'sink' as const) : new Promise<never>(() => {}), end]);
   // A reason of our own: abort() without one builds a DOMException (a stack trace) per request.

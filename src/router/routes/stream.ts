@@ -15,15 +15,26 @@ const ROOM_WAIT_MS = 2000;
 export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
   const { requests, sinks, metrics } = deps;
 
-  /** The local sink of a live request, or the reason there is none. */
-  async function sinkFor(id: string, connector: string, attempt: number): Promise<Sink> {
+  /** This router's live sink for the request, if this connector's uploads may go to it. */
+  function liveSink(id: string, connector: string): Sink | undefined {
     const sink = sinks.get(id);
     // Another connector's upload never touches the sink: the guard answers it (FORBIDDEN).
-    if (sink && !sink.isEnded && sink.connector === connector) return sink;
-    await requests.guard(id, connector, attempt, 'upload');
+    return sink && !sink.isEnded && sink.connector === connector ? sink : undefined;
+  }
+
+  /** Why there is no live sink for a request whose guard passed. */
+  async function noSink(id: string): Promise<never> {
     const rec = await requests.get(id);
     if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
     throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+  }
+
+  /** The local sink of a live request, or the reason there is none. */
+  async function sinkFor(id: string, connector: string, attempt: number): Promise<Sink> {
+    const sink = liveSink(id, connector);
+    if (sink) return sink;
+    await requests.guard(id, connector, attempt, 'upload');
+    return noSink(id);
   }
 
   /** Fails the request and the client's answer with err, then rethrows it to the connector. */
@@ -144,13 +155,13 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const id = c.req.param('id');
     const up = await readUpload(c.env.incoming, deps.cfg.chunkSize);
     const contentType = String(c.req.header(HEADERS.contentType) ?? 'application/octet-stream').slice(0, 200);
-    // Recording chunk 0 is also the guard (connector, attempt, live): one round trip, then
-    // one more for the end. A repeat after the end is harmless (204).
-    const local = sinks.get(id);
-    if (!local || local.isEnded || local.connector !== p.id) {
+    // With a live sink, recording chunk 0 is also the guard (connector, attempt, live): one
+    // round trip, then one more for the end. A repeat after the end is harmless (204).
+    const sink = liveSink(id, p.id);
+    if (!sink) {
       if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
+      return noSink(id);
     }
-    const sink = await sinkFor(id, p.id, up.attempt);
     const state = await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
     if (state === 'COMPLETE') return c.body(null, 204);
     const decoded = await decodeUpload(up);
