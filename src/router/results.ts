@@ -72,9 +72,9 @@ export abstract class Sink {
   abstract release(index: number): void;
   abstract put(chunk: SinkChunk): void;
   abstract complete(meta: CompleteMeta): Promise<void>;
-  /** Waits (bounded) until admit(index) would not answer BACKPRESSURE. */
-  waitForRoom(_index: number, _ms: number): Promise<void> {
-    return Promise.resolve();
+  /** admit(), after waiting up to ms for room when the sink has a window (stream). */
+  admitWithin(index: number, decodedLength: number, _ms: number): Promise<'ok' | 'delivered'> {
+    return Promise.resolve(this.admit(index, decodedLength));
   }
 
   init(meta: InitMeta): void {
@@ -137,8 +137,21 @@ export class StreamSink extends Sink {
     return 'ok';
   }
 
-  override waitForRoom(index: number, ms: number): Promise<void> {
-    if (this.hasRoom(index) || this.ended) return Promise.resolve();
+  /**
+   * Every waiter wakes when a slot frees, but only the first to run takes it: the others go
+   * back to waiting for what is left of their time, instead of all but one being answered
+   * BACKPRESSURE (a 200 ms pause each, for a client that was merely a little behind).
+   */
+  override async admitWithin(index: number, _decodedLength: number, ms: number): Promise<'ok' | 'delivered'> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (this.ended || left <= 0 || this.hasRoom(index) || index < this.next || this.window.has(index) || this.reserved.has(index)) return this.admit(index);
+      await this.roomOrTimeout(left);
+    }
+  }
+
+  private roomOrTimeout(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = setTimeout(done, ms);
       function done() {

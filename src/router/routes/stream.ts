@@ -79,12 +79,11 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     // buffered (a slow client must not turn into allocations on the router).
     const head = uploadHead(req, deps.cfg.chunkSize);
     const sink = await sinkFor(id, p.id, head.attempt);
-    await sink.waitForRoom(index, ROOM_WAIT_MS);
     let admitted;
     // Every body read or discarded leaves dead socket buffers behind (young-gc.ts).
     deps.youngGc.read(Number(req.headers['content-length']) || 0);
     try {
-      admitted = sink.admit(index, head.decodedLength);
+      admitted = await sink.admitWithin(index, head.decodedLength, ROOM_WAIT_MS);
     } catch (err) {
       req.resume();
       if (err instanceof RelayError && err.code === 'BACKPRESSURE') {

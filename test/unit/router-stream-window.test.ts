@@ -1,0 +1,66 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { StreamSink } from '../../src/router/results.js';
+import { RelayError } from '../../src/protocol/errors.js';
+import { xxh64 } from '../../src/protocol/checksum.js';
+
+/** A StreamSink writing to a real response that a local client reads as fast as it can. */
+async function withSink(windowChunks: number, fn: (sink: StreamSink) => Promise<void>): Promise<string> {
+  let resolveRes!: (res: ServerResponse) => void;
+  const gotRes = new Promise<ServerResponse>((r) => (resolveRes = r));
+  const server = createServer((_req, res) => resolveRes(res));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const answer = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`).then((r) => r.text()).catch((err: unknown) => `cut: ${String(err)}`);
+    const sink = new StreamSink('r_window', await gotRes, windowChunks, false, () => undefined);
+    sink.init({ contentType: 'text/plain', totalBytes: null });
+    await fn(sink);
+    return await answer;
+  } finally {
+    server.close();
+  }
+}
+
+const chunk = (index: number) => ({ index, body: Buffer.from(`c${index};`), encoding: 'identity' as const, decodedLength: 3 });
+
+test('stream window: chunks waiting for room all get in as the client reads, none is turned away while time is left', async () => {
+  const text = await withSink(2, async (sink) => {
+    assert.equal(await sink.admitWithin(0, 3, 2000), 'ok');
+    assert.equal(await sink.admitWithin(1, 3, 2000), 'ok');
+    // The window is full: these wait. Freeing one slot wakes both; only one may take it, and the
+    // other must go on waiting for the next slot instead of being answered BACKPRESSURE.
+    // Each admitted chunk is put at once, as the chunk route does.
+    const waiting = [2, 3, 4, 5].map((i) =>
+      sink.admitWithin(i, 3, 2000).then(
+        (r) => {
+          sink.put(chunk(i));
+          return { i, r };
+        },
+        (err: unknown) => ({ i, err }),
+      ),
+    );
+    sink.put(chunk(0));
+    sink.put(chunk(1));
+    for (const w of await Promise.all(waiting)) assert.ok(!('err' in w) && w.r === 'ok', `chunk ${w.i} was turned away: ${'err' in w ? String(w.err) : ''}`);
+    await sink.complete({ chunks: 6, bytes: 18, checksum: xxh64(Buffer.from('c0;c1;c2;c3;c4;c5;')) });
+  });
+  assert.equal(text, 'c0;c1;c2;c3;c4;c5;');
+});
+
+test('stream window: a chunk still without room when its wait ends is answered BACKPRESSURE with a retry hint', async () => {
+  await withSink(1, async (sink) => {
+    assert.equal(await sink.admitWithin(0, 3, 100), 'ok');
+    const started = performance.now();
+    const err = await sink.admitWithin(1, 3, 150).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof RelayError && err.code === 'BACKPRESSURE', String(err));
+    assert.ok(performance.now() - started >= 140, 'it waited for its time first');
+    assert.ok((err as RelayError).retryAfterMs! > 0);
+    sink.put(chunk(0));
+    sink.fail(new RelayError('GONE', 'test over'));
+  });
+});
