@@ -168,12 +168,31 @@ async function readCpu(src: CpuSources): Promise<Cpu> {
 const delta = (a: number | null, b: number | null) => (a !== null && b !== null ? b - a : null);
 
 /** Measures every case `runs` times, round-robin, verifying each output against the source. */
-export async function measureCases(ctx: BenchContext, label: string, cases: Case[], source: string, runs: number): Promise<void> {
+/**
+ * Runs every case `runs` times, round-robin. warmup: one round first that is not counted, so
+ * that no case is timed on cold code (JIT), empty buffer pools or a compression choice not made
+ * yet; a long-running relay is past all of these. Before each run, dirty pages from the run
+ * before (100 MB written out, or stored by the object store) are flushed, so one case's
+ * writeback does not land on the next.
+ */
+export async function measureCases(ctx: BenchContext, label: string, cases: Case[], source: string, runs: number, opts: { warmup?: boolean } = {}): Promise<void> {
   const out = join(ctx.work, 'out.bin');
-  for (let r = 0; r < runs; r++) {
+  for (let r = opts.warmup ? -1 : 0; r < runs; r++) {
     for (const c of cases) {
       if (c.skipped || c.error) continue;
       await rm(out, { force: true });
+      await flushDirtyPages();
+      if (r < 0) {
+        try {
+          await c.pre?.();
+          await c.once(out, r);
+          await c.post?.();
+        } catch (err) {
+          c.error = err instanceof Error ? err.message.split('\n')[0]!.slice(0, 160) : String(err);
+          ctx.log(`${label} ${c.name} failed in the warm-up: ${c.error}`);
+        }
+        continue;
+      }
       try {
         await c.pre?.();
         const before = await readCpu(c.cpu);
@@ -198,6 +217,12 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
     }
   }
   await rm(out, { force: true });
+}
+
+/** sync(1): writes back what earlier runs left dirty in the page cache. */
+async function flushDirtyPages(): Promise<void> {
+  const c = spawnChild('sync', []);
+  await c.exited;
 }
 
 export const mbps = (c: Case) => median(c.samples.map((s) => s.bytes / MB / s.seconds));
@@ -327,13 +352,13 @@ export const bulk: Scenario = {
             mk('relay offload (CLI)', false, relayCpu, (out) => cli(stack, 'offload', dataset, out)),
           );
         }
-        await measureCases(ctx, `bulk ${dataset}`, cases, source, ctx.opts.runs);
+        await measureCases(ctx, `bulk ${dataset}`, cases, source, ctx.opts.runs, { warmup: true });
         const t: Table = {
           title: `Bulk: ${dataset}`,
           notes:
             ds === datasets[0]
               ? [
-                  `Median of ${ctx.opts.runs} run(s) per case, runs interleaved. MB/s: decoded bytes on disk ÷ wall time from the request to the last byte written. ` +
+                  `Median of ${ctx.opts.runs} run(s) per case, runs interleaved, after one warm-up round that is not counted (JIT, buffer pools, the compression choice: a running relay is past them); dirty pages are flushed (sync) before every run. MB/s: decoded bytes on disk ÷ wall time from the request to the last byte written. ` +
                     `× curl: against curl ← node:http (the machine's ceiling). Each relay row is also compared with its own baseline from the same run (the target's). ` +
                     `CPU s per run: router = the router process (ssh -R: sshd and its children); connector = the connector (baselines: the file server, plus the ssh client); ` +
                     `client = the benchmark process and the processes it ran (curl, the CLI: its time includes starting node); store = s3rver. ssh runs with its default cipher, no compression. ` +

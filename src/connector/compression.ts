@@ -4,11 +4,14 @@
 // What "the way to the router" costs is not only bytes on a link: a router busy with other work
 // takes longer per chunk, and a compressed chunk costs it a decompression. So nothing is
 // modelled; the result is measured. Chunks go in phases of PHASE_CHUNKS of one encoding, and a
-// phase's throughput is its decoded bytes over the time any of its chunks was under way, from
-// encoding to acceptance (compression, upload and the router's work included, with as many
-// uploads in flight as the uploader allows). The faster encoding is used; the other is tried
-// again for one phase every so often (rarely when it was far slower: on a WAN a raw phase costs
-// several times the wire time of a compressed one), since links and routers change.
+// phase's throughput is its decoded bytes over the time it added at the end of the pipeline:
+// from the moment the phase before it was all accepted (or its own first chunk was chosen, if
+// later) to the moment its own last chunk was. With many uploads in flight, a chunk's own time
+// from encoding to acceptance is mostly the queue ahead of it, the same for a phase of 2 chunks
+// as for one of 4, so it measures latency, not throughput, and made the shorter phase look
+// slower. The faster encoding is used; the other is tried again for one phase every so often
+// (rarely when it was far slower: on a WAN a raw phase costs several times the wire time of a
+// compressed one), since links and routers change.
 // Every chunk is valid either way (PROTOCOL.md §3.3: a chunk without Content-Encoding is raw),
 // so a wrong choice costs speed, never correctness.
 
@@ -26,8 +29,16 @@ const FAR = 1.5;
  * for a small result is most of its cost (a 1 KB result: 2 of its 3 pool round trips).
  */
 export const SMALL_CHUNK_BYTES = 4096;
-/** Weight of the newest sample in the moving averages. */
+/** Weight of the newest sample in the moving averages of zstd's ratio and speed (for the logs). */
 const ALPHA = 0.3;
+/**
+ * An encoding's throughput is the median of its last SAMPLES phases: one phase can finish just
+ * after the one before it (parallel uploads end together) and look 50 times faster, and the first
+ * phases of a connector's life run on cold code; a mean would follow either.
+ */
+const SAMPLES = 5;
+/** The slower encoding is tried every EXPLORE_NEAR phases until it has this many samples. */
+const SETTLED = 3;
 
 type Encoding = 'raw' | 'zstd';
 
@@ -51,12 +62,21 @@ interface Phase {
   /** Time with at least one of its chunks under way (an idle gap between commands is not counted). */
   busyMs: number;
   busySince: number;
+  firstAt: number;
+  /** When its own chunks were all done; when it and every phase before it were (null: not yet). */
+  doneAt: number | null;
+  closedAt: number | null;
+  /** The phase before while it is not closed; when it closed (null: there was none). */
+  prev: Phase | null;
+  prevClosedAt: number | null;
+  next: Phase | null;
 }
 
 export class CompressionChooser {
-  /** Decoded bytes per ms of each encoding's phases (null: not measured yet). */
-  private readonly rate: Record<Encoding, number | null> = { raw: null, zstd: null };
+  /** Decoded bytes per ms of each encoding's last phases, newest last. */
+  private readonly samples: Record<Encoding, number[]> = { raw: [], zstd: [] };
   private phase: Phase | null = null;
+  private readonly tried = new Set<Encoding>();
   private sinceTry = 0;
   /** From the compressed chunks: wire bytes per decoded byte, and ms per decoded byte. */
   private ratio: number | null = null;
@@ -74,7 +94,11 @@ export class CompressionChooser {
     if (decodedBytes < SMALL_CHUNK_BYTES) return FIXED_CHOICE(false);
     if (!this.phase || this.phase.issued >= this.phase.size) {
       const { encoding, trying } = this.plan();
-      this.phase = { encoding, size: trying ? TRY_CHUNKS : PHASE_CHUNKS, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0 };
+      const prev = this.phase;
+      const p: Phase = { encoding, size: trying ? TRY_CHUNKS : PHASE_CHUNKS, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0, firstAt: this.now(), doneAt: null, closedAt: null, prev: prev && prev.closedAt === null ? prev : null, prevClosedAt: prev?.closedAt ?? null, next: null };
+      if (prev) prev.next = p;
+      this.phase = p;
+      this.tried.add(encoding);
     }
     const p = this.phase;
     p.issued++;
@@ -88,7 +112,10 @@ export class CompressionChooser {
         ended = true;
         if (--p.pending > 0) return;
         p.busyMs += this.now() - p.busySince;
-        if (p.issued >= p.size) this.measured(p);
+        if (p.issued >= p.size) {
+          p.doneAt = this.now();
+          this.close(p);
+        }
       },
     };
   }
@@ -100,17 +127,40 @@ export class CompressionChooser {
     this.ratio = ewma(this.ratio, wireBytes / decodedBytes);
   }
 
-  private measured(p: Phase): void {
-    this.rate[p.encoding] = ewma(this.rate[p.encoding], p.bytes / Math.max(p.busyMs, 0.001));
+  /** Measures a phase once it and every phase before it are done, then the next one if it is. */
+  private close(p: Phase): void {
+    for (let q: Phase | null = p; q && q.doneAt !== null && !q.prev; q = q.next) {
+      if (q.closedAt !== null) return;
+      const prevEnd = q.prevClosedAt ?? -Infinity;
+      q.closedAt = Math.max(q.doneAt, prevEnd);
+      // The time it added at the end of the pipeline; never more than its busy time (a phase
+      // spread over two commands with a pause between them).
+      const ms = Math.min(q.closedAt - Math.max(prevEnd, q.firstAt), q.busyMs);
+      // Nothing added (it finished before the phase ahead of it): no sample rather than an infinite one.
+      if (ms > 0) {
+        const list = this.samples[q.encoding];
+        list.push(q.bytes / ms);
+        if (list.length > SAMPLES) list.shift();
+      }
+      if (q.next) {
+        q.next.prev = null;
+        q.next.prevClosedAt = q.closedAt;
+      }
+    }
   }
 
   private plan(): { encoding: Encoding; trying: boolean } {
     // zstd first: the safe guess on a slow link, where a raw phase is the expensive mistake.
-    if (this.rate.zstd === null) return { encoding: 'zstd', trying: false };
-    if (this.rate.raw === null) return { encoding: 'raw', trying: true };
-    const best: Encoding = this.rate.raw >= this.rate.zstd ? 'raw' : 'zstd';
+    // Then one raw try at once, so both are measured early even with many chunks in flight.
+    if (!this.tried.has('zstd')) return { encoding: 'zstd', trying: false };
+    if (!this.tried.has('raw')) return { encoding: 'raw', trying: true };
+    const raw = this.rate('raw');
+    const zstd = this.rate('zstd');
+    if (zstd === null || raw === null) return { encoding: 'zstd', trying: false };
+    const best: Encoding = raw >= zstd ? 'raw' : 'zstd';
     const other: Encoding = best === 'raw' ? 'zstd' : 'raw';
-    const every = this.rate[best]! / this.rate[other]! > FAR ? EXPLORE_FAR : EXPLORE_NEAR;
+    const far = this.samples[other].length >= SETTLED && Math.max(raw, zstd) / Math.min(raw, zstd) > FAR;
+    const every = far ? EXPLORE_FAR : EXPLORE_NEAR;
     if (++this.sinceTry > every) {
       this.sinceTry = 0;
       return { encoding: other, trying: true };
@@ -118,15 +168,25 @@ export class CompressionChooser {
     return { encoding: best, trying: false };
   }
 
+  /** Decoded bytes per ms (null: not measured yet). */
+  private rate(e: Encoding): number | null {
+    const sorted = [...this.samples[e]].sort((a, b) => a - b);
+    const n = sorted.length;
+    if (n === 0) return null;
+    return n % 2 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
+  }
+
   /** For logs and tests: measured throughputs (decoded MB/s) and zstd's ratio and speed. */
   get estimates(): { rawMBps: number | null; zstdMBps: number | null; ratio: number | null; compressMBps: number | null; rawWins: boolean } {
     const mbps = (r: number | null) => (r === null ? null : Math.round(r) / 1000);
+    const raw = this.rate('raw');
+    const zstd = this.rate('zstd');
     return {
-      rawMBps: mbps(this.rate.raw),
-      zstdMBps: mbps(this.rate.zstd),
+      rawMBps: mbps(raw),
+      zstdMBps: mbps(zstd),
       ratio: this.ratio === null ? null : Math.round(this.ratio * 1000) / 1000,
       compressMBps: this.msPerByte ? Math.round(1 / this.msPerByte) / 1000 : null,
-      rawWins: this.rate.raw !== null && this.rate.zstd !== null && this.rate.raw >= this.rate.zstd,
+      rawWins: raw !== null && zstd !== null && raw >= zstd,
     };
   }
 }
