@@ -182,17 +182,7 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
       if (c.skipped || c.error) continue;
       await rm(out, { force: true });
       await flushDirtyPages();
-      if (r < 0) {
-        try {
-          await c.pre?.();
-          await c.once(out, r);
-          await c.post?.();
-        } catch (err) {
-          c.error = err instanceof Error ? err.message.split('\n')[0]!.slice(0, 160) : String(err);
-          ctx.log(`${label} ${c.name} failed in the warm-up: ${c.error}`);
-        }
-        continue;
-      }
+      const warmup = r < 0;
       try {
         await c.pre?.();
         const before = await readCpu(c.cpu);
@@ -201,6 +191,7 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
         const seconds = (performance.now() - t0) / 1000;
         const after = await readCpu(c.cpu);
         await c.post?.();
+        if (warmup) continue;
         const cpu: Cpu = {
           router: delta(before.router, after.router),
           connector: delta(before.connector, after.connector),
@@ -212,7 +203,7 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
         ctx.log(`${label} ${c.name} run ${r + 1}: ${(bytes / MB / seconds).toFixed(1)} MB/s, ${seconds.toFixed(2)} s`);
       } catch (err) {
         c.error = err instanceof Error ? err.message.split('\n')[0]!.slice(0, 160) : String(err);
-        ctx.log(`${label} ${c.name} failed: ${c.error}`);
+        ctx.log(`${label} ${c.name} failed${warmup ? ' in the warm-up' : ''}: ${c.error}`);
       }
     }
   }

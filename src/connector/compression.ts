@@ -66,8 +66,7 @@ interface Phase {
   /** When its own chunks were all done; when it and every phase before it were (null: not yet). */
   doneAt: number | null;
   closedAt: number | null;
-  /** The phase before while it is not closed; when it closed (null: there was none). */
-  prev: Phase | null;
+  /** When the phase before it closed: -Infinity if there was none, null while it is open. */
   prevClosedAt: number | null;
   next: Phase | null;
 }
@@ -95,7 +94,7 @@ export class CompressionChooser {
     if (!this.phase || this.phase.issued >= this.phase.size) {
       const { encoding, trying } = this.plan();
       const prev = this.phase;
-      const p: Phase = { encoding, size: trying ? TRY_CHUNKS : PHASE_CHUNKS, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0, firstAt: this.now(), doneAt: null, closedAt: null, prev: prev && prev.closedAt === null ? prev : null, prevClosedAt: prev?.closedAt ?? null, next: null };
+      const p: Phase = { encoding, size: trying ? TRY_CHUNKS : PHASE_CHUNKS, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0, firstAt: this.now(), doneAt: null, closedAt: null, prevClosedAt: prev ? prev.closedAt : -Infinity, next: null };
       if (prev) prev.next = p;
       this.phase = p;
       this.tried.add(encoding);
@@ -129,9 +128,8 @@ export class CompressionChooser {
 
   /** Measures a phase once it and every phase before it are done, then the next one if it is. */
   private close(p: Phase): void {
-    for (let q: Phase | null = p; q && q.doneAt !== null && !q.prev; q = q.next) {
-      if (q.closedAt !== null) return;
-      const prevEnd = q.prevClosedAt ?? -Infinity;
+    for (let q: Phase | null = p; q && q.doneAt !== null && q.prevClosedAt !== null && q.closedAt === null; q = q.next) {
+      const prevEnd = q.prevClosedAt;
       q.closedAt = Math.max(q.doneAt, prevEnd);
       // The time it added at the end of the pipeline; never more than its busy time (a phase
       // spread over two commands with a pause between them).
@@ -142,10 +140,7 @@ export class CompressionChooser {
         list.push(q.bytes / ms);
         if (list.length > SAMPLES) list.shift();
       }
-      if (q.next) {
-        q.next.prev = null;
-        q.next.prevClosedAt = q.closedAt;
-      }
+      if (q.next) q.next.prevClosedAt = q.closedAt;
     }
   }
 

@@ -130,8 +130,13 @@ export class StreamSink extends Sink {
     return index < this.next + this.windowChunks && this.window.size + this.reserved.size < this.windowChunks;
   }
 
+  /** The chunk was written, is waiting for its turn, or is being received (a repeat). */
+  private seen(index: number): boolean {
+    return index < this.next || this.window.has(index) || this.reserved.has(index);
+  }
+
   admit(index: number): 'ok' | 'delivered' {
-    if (index < this.next || this.window.has(index) || this.reserved.has(index)) return 'delivered';
+    if (this.seen(index)) return 'delivered';
     if (!this.hasRoom(index)) throw new RelayError('BACKPRESSURE', 'the client is reading slower than the connector sends', { requestId: this.requestId, retryAfterMs: 200 });
     this.reserved.add(index);
     return 'ok';
@@ -146,7 +151,7 @@ export class StreamSink extends Sink {
     const deadline = performance.now() + ms;
     for (;;) {
       const left = deadline - performance.now();
-      if (this.ended || left <= 0 || this.hasRoom(index) || index < this.next || this.window.has(index) || this.reserved.has(index)) return this.admit(index);
+      if (this.ended || left <= 0 || this.hasRoom(index) || this.seen(index)) return this.admit(index);
       await this.roomOrTimeout(left);
     }
   }
