@@ -212,7 +212,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   // One chooser for every upload to the router: the link's speed and zstd's are properties of
   // this connector and its link, not of one command (a result of a chunk or two would otherwise
   // always be compressed while the chooser warms up).
-  const routerCompression = new CompressionChooser(cfg.zstdMode);
+  const routerCompression = new CompressionChooser(cfg.zstdMode, { base: cfg.zstdLevel });
 
   const execute = async (cmd: Command, signal: AbortSignal, renew: () => void, opened?: Promise<ChunkSource>): Promise<ResultSummary> => {
     // (run() opens nothing early for such a command.)
@@ -221,8 +221,11 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     try {
       // Offload always compresses: the object is stored and downloaded later, and an S3 store
       // handles fewer bytes faster (measured: raw made loopback offload slower, bench/RESULTS.md).
-      const compression = cmd.compression !== 'zstd' ? new CompressionChooser('never') : cmd.mode === 'offload' ? new CompressionChooser('always') : routerCompression;
-      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
+      const compression = cmd.compression !== 'zstd' ? new CompressionChooser('never') : cmd.mode === 'offload' ? new CompressionChooser('always', { base: cfg.zstdLevel }) : routerCompression;
+      // The store is reached over the same uplink as the router: what the router uploads
+      // measured about it sets the offload's level.
+      const zstdLevel = cmd.mode === 'offload' ? routerCompression.level() : cfg.zstdLevel;
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
       return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
     } finally {
       await source.close();
@@ -231,15 +234,22 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
 
   /** Runs one accepted command; resolves false when it should run again if redelivered. */
   const run = async (cmd: Command, jobSignal: AbortSignal, acked: Promise<boolean>, renew: () => void): Promise<boolean> => {
-    const { signal, clear } = withDeadline(jobSignal, cmd, log);
-    // A dataset is resolved and opened while the ack is on its way (the work itself waits for
-    // the ack): for a small result that was a round trip of waiting. A query starts only once
-    // acknowledged: it may be costly, and an ack answered GONE means nobody wants it.
+    const deadline = withDeadline(jobSignal, cmd, log);
+    const clear = deadline.clear;
+    let signal = deadline.signal;
+    // A dataset is opened and uploaded while the ack is on its way: waiting for its answer cost
+    // a round trip per command (80 ms on a WAN). The router takes uploads before the ack, and a
+    // late ack still clears the pending command (requests.ts relayAck). An ack the router
+    // refuses stops the work. A query starts only once acknowledged: it may be costly, and an
+    // ack answered GONE means nobody wants it.
     const early = cmd.dataset !== undefined && (cmd.mode !== 'offload' || cmd.offload) ? openSource(cmd, signal) : undefined;
     early?.catch(() => undefined);
-    if (!(await acked)) {
+    const refused = new AbortController();
+    if (early) {
+      void acked.then((ok) => ok || refused.abort(new Stopped('the router did not take the ack')));
+      signal = AbortSignal.any([signal, refused.signal]);
+    } else if (!(await acked)) {
       clear();
-      void early?.then((src) => src.close(), () => undefined);
       return jobSignal.aborted;
     }
     const started = Date.now();
@@ -253,6 +263,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       const zstd = cmd.mode === 'offload' ? undefined : routerCompression.estimates;
       log.info({ ...fields, ...summary, ms: Date.now() - started, ...(zstd ? { zstd } : {}) }, 'result delivered');
     } catch (err) {
+      // Not acknowledged: dropped unreported, and run again if the router sends it again.
+      if (refused.signal.aborted) return jobSignal.aborted;
       if (signal.aborted) {
         const reason = signal.reason instanceof Error ? signal.reason.message : String(signal.reason);
         metrics.commands.inc({ mode: cmd.mode, outcome: 'stopped' });
@@ -267,6 +279,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       }
       metrics.commands.inc({ mode: cmd.mode, outcome: 'failed' });
       log.warn({ ...fields, code: report.code, err: report.message }, 'command failed');
+      // A failure is reported only for an acknowledged command (the ack may still be on its way).
+      if (!(await acked)) return jobSignal.aborted;
       await reportError(cmd.request_id, cmd.attempt, report.code, report.message);
     } finally {
       clear();

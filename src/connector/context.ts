@@ -13,6 +13,7 @@ export interface UploadContext {
   signal: AbortSignal;
   log: Logger;
   policy: RetryPolicy;
+  /** zstd level of offload parts (stream and sync chunks: the chooser's Choice.level). */
   zstdLevel: number;
   /** Which chunks of this command are compressed (measured per command when 'auto'). */
   compression: CompressionChooser;

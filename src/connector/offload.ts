@@ -18,6 +18,8 @@ const URL_MARGIN_MS = 30_000;
 /** PUTs in flight per offload command. */
 export const MAX_OFFLOAD_PARALLEL = 4;
 
+/** Chunks compressed at once: the pool's threads on two cores (more only queue). */
+const COMPRESS_AHEAD = 2;
 /** Part buffers kept per part size: the parts in flight and the one being filled, for one command or two. */
 const PART_POOL_FREE = 2 * (MAX_OFFLOAD_PARALLEL + 1);
 
@@ -116,6 +118,12 @@ class PartUrls {
     throw new RelayError('CONNECTOR_ERROR', `offload/parts gave no usable URL for part ${part}`);
   }
 
+  /** Asks for the first batch now: the first part then finds its URL instead of waiting a round trip for it. */
+  prefetch(signal: AbortSignal): void {
+    // A failure is seen by the first get(), which awaits the same call.
+    this.fetch(1, signal).catch(() => undefined);
+  }
+
   invalidate(part: number): void {
     this.urls.delete(part);
   }
@@ -168,6 +176,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   const encoding = cmd.compression === 'zstd' ? 'zstd' : 'identity';
   const packer = new PartPacker(partSize, sharedPool(partSize, PART_POOL_FREE));
   const urls = new PartUrls(ctx);
+  urls.prefetch(signal);
   const etags = new Map<number, string>();
   const hash = new Xxh64Stream();
   // Memory: at most `parallel` parts in flight plus the one being filled.
@@ -194,14 +203,25 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     for (const part of packer.push(data)) await put(part);
   };
 
+  // Chunks being compressed, in order: the next ones compress (on the thread pool) while the
+  // oldest is packed, so the first part is ready sooner and zstd is not the pipeline's one lane.
+  const ahead: { decoded: Buffer; framed: Promise<Buffer> }[] = [];
+  const packOldest = async () => {
+    const { decoded, framed } = ahead.shift()!;
+    await feed(await framed);
+    // The packer has copied it (and the frame was made from it).
+    source.release?.(decoded);
+  };
   try {
     for await (const decoded of source.chunks()) {
       hash.update(decoded);
       bytes += decoded.length;
-      await feed(encoding === 'zstd' ? await frame(decoded) : decoded);
-      // The packer has copied it (and the frame was made from it).
-      source.release?.(decoded);
+      const framed = encoding === 'zstd' ? frame(decoded) : Promise.resolve(decoded);
+      framed.catch(() => undefined); // awaited in its turn
+      ahead.push({ decoded, framed });
+      if (ahead.length >= COMPRESS_AHEAD) await packOldest();
     }
+    while (ahead.length) await packOldest();
     // An empty result is still one valid zstd stream (some decoders refuse zero bytes).
     if (bytes === 0 && encoding === 'zstd') await feed(rawZstdFrame(Buffer.alloc(0)));
     const last = packer.end();

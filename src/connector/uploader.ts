@@ -26,8 +26,8 @@ async function encode(ctx: UploadContext, decoded: Buffer): Promise<{ chunk: Enc
   const choice = ctx.compression.choose(decoded.length);
   try {
     const t0 = performance.now();
-    const chunk = await encodeChunk(decoded, { compression: choice.compress, level: ctx.zstdLevel });
-    ctx.compression.encoded(choice.compress, decoded.length, chunk.body.length, performance.now() - t0);
+    const chunk = await encodeChunk(decoded, { compression: choice.compress, level: choice.level });
+    ctx.compression.encoded(choice.compress, decoded.length, chunk.body.length, performance.now() - t0, choice.level);
     return { chunk, done: choice.done };
   } catch (err) {
     choice.done();

@@ -102,12 +102,15 @@ redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 'OK'`,
   },
   // KEYS: req, the connector's pending commands. ARGV: connector, attempt, now_ms, now_iso,
-  // 'ack', request id, bus channel, bus message. Guard, command no longer pending, and the news.
+  // 'ack', request id, bus channel, bus message. Command no longer pending, guard, and the news.
+  // The pending command goes first, whatever the guard says: a connector uploads while its ack
+  // is on the way, so the ack may come after the request ended (KEYS[2] is the caller's own).
   relayAck: {
     numberOfKeys: 2,
-    lua: `${GUARD}
+    lua: `
 local p = redis.call('HGET', KEYS[2], ARGV[6])
 if p and cjson.decode(p).attempt <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[2], ARGV[6]) end
+${GUARD}
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 'OK'`,
   },

@@ -208,6 +208,23 @@ describe('delivery', () => {
     assert.equal(await answer.body.text(), 'hello');
   });
 
+  test('a result may come before the ack; the late ack still takes the command off the pending list', async () => {
+    const pending = client('sync', { connector: s.connectorId, dataset: 'late-ack.txt', timeout_s: 30 });
+    const { data } = await wire.command();
+    const id = data.request_id;
+    const body = Buffer.from('early');
+    const res = await fetch(`${s.routerUrl}/v1/requests/${id}/result`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.connectorToken}`, 'x-relay-attempt': '1', 'x-relay-checksum': xxh64(body), 'x-relay-decoded-length': '5', 'x-relay-content-type': 'text/plain' },
+      body,
+    });
+    assert.equal(res.status, 204);
+    assert.equal(await (await pending).body.text(), 'early');
+    assert.equal(await s.redis.hexists(`relay:pending:${s.connectorId}`, id), 1, 'still pending before its ack');
+    assert.equal((await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 })).status, 204);
+    assert.equal(await s.redis.hexists(`relay:pending:${s.connectorId}`, id), 0, 'a reconnect would send it again');
+  });
+
   test('an offline connector fails with CONNECTOR_OFFLINE after the retries', async () => {
     wire.close();
     await s.waitOnline(s.connectorId, false);

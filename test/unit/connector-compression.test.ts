@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { CompressionChooser, SMALL_CHUNK_BYTES, type Choice } from '../../src/connector/compression.js';
 
 const CHUNK = 512 * 1024;
+const LEVEL_SPEED: Record<number, number> = { 1: 1, 3: 0.85, 6: 0.3 };
+const LEVEL_SIZE: Record<number, number> = { 1: 1, 3: 0.96, 6: 0.9 };
 
 /**
  * Simulates n chunks, one at a time, on a fake clock: compressing costs CHUNK / zstdMBps, and
@@ -18,10 +20,11 @@ function drive(c: CompressionChooser, clock: { t: number }, n: number, o: { link
     let wire = CHUNK;
     if (choice.compress) {
       zstd++;
-      const ms = CHUNK / (zstdMBps * 1000);
+      // Higher levels: slower, and a little smaller (level 6 is about 3 times slower, 10 % smaller).
+      const ms = CHUNK / (zstdMBps * LEVEL_SPEED[choice.level]! * 1000);
       clock.t += ms;
-      wire = Math.round(CHUNK * ratio);
-      c.encoded(true, CHUNK, wire, ms);
+      wire = Math.round(CHUNK * ratio * LEVEL_SIZE[choice.level]!);
+      c.encoded(true, CHUNK, wire, ms, choice.level);
       clock.t += decompressMs;
     }
     clock.t += perChunkMs + wire / (linkMBps * 1000);
@@ -58,7 +61,7 @@ function drivePipelined(c: CompressionChooser, clock: { t: number }, n: number, 
 
 const chooser = (mode: 'auto' | 'always' | 'never' = 'auto') => {
   const clock = { t: 0 };
-  return { c: new CompressionChooser(mode, () => clock.t), clock };
+  return { c: new CompressionChooser(mode, { now: () => clock.t, threads: 2 }), clock };
 };
 
 test('always and never do what they say', () => {
@@ -154,4 +157,35 @@ test('with 16 chunks in flight, the encoding the receiver takes faster wins (a p
   const wanZstd = drivePipelined(wan.c, wan.clock, 400, 16, (z) => (z ? 12 : 42));
   assert.equal(wan.c.estimates.rawWins, false, JSON.stringify(wan.c.estimates));
   assert.ok(wanZstd >= 400 - 3 * 2, `compressed ${wanZstd} of 400`);
+});
+
+test('a slow link gets a higher zstd level; a fast one keeps the configured level', () => {
+  // 100 Mbit/s: compressed results move at about 45 MB/s, far below what two threads at level 6
+  // compress (2 x 90 MB/s): fewer bytes are worth the CPU.
+  const slow = chooser();
+  drive(slow.c, slow.clock, 200, { linkMBps: 12.5 });
+  assert.equal(slow.c.estimates.level, 6);
+  const next = slow.c.choose(CHUNK);
+  assert.deepEqual([next.compress, next.level], [true, 6]);
+  next.done();
+  // 1 Gbit/s: zstd still wins, but at level 6 the CPU would be what limits.
+  const gbit = chooser();
+  drive(gbit.c, gbit.clock, 200, { linkMBps: 125 });
+  assert.equal(gbit.c.estimates.rawWins, false);
+  assert.ok(gbit.c.estimates.level < 6, `level ${gbit.c.estimates.level} on a 1 Gbit/s link`);
+  // Faster than the compressor: raw wins, and a compressed try uses the configured level.
+  const fast = chooser();
+  drive(fast.c, fast.clock, 200, { linkMBps: 2000 });
+  assert.equal(fast.c.estimates.rawWins, true);
+  assert.equal(fast.c.estimates.level, 1);
+  // 'always' (offload's own chooser) and 'never' keep the configured level.
+  assert.equal(new CompressionChooser('always', { base: 2 }).choose(CHUNK).level, 2);
+});
+
+test('compression speed is the best of recent chunks: time queued in the thread pool does not count', () => {
+  const { c, clock } = chooser();
+  drive(c, clock, 200, { linkMBps: 12.5 });
+  // Most chunks waited behind others in the pool (10 times the real time); a few did not.
+  for (let i = 0; i < 12; i++) c.encoded(true, CHUNK, CHUNK / 4, (CHUNK / 90_000) * 10, 6);
+  assert.equal(c.estimates.level, 6);
 });

@@ -86,16 +86,34 @@ test('connects with the protocol headers, acks a command before the work, then d
   router.send('command', small, '1-0');
   router.send('command', big, '2-0');
   await waitFor(() => router.results.has(small.request_id) && ofRequest(big.request_id).includes('stream/complete'));
-  assert.deepEqual(ofRequest(small.request_id), ['ack', 'result']);
+  // The ack goes out first; the uploads do not wait for its answer, so arrival order may vary.
+  assert.deepEqual(ofRequest(small.request_id).sort(), ['ack', 'result']);
   assert.deepEqual(router.find((r) => r.path.endsWith(`${small.request_id}/ack`))[0]!.json, { attempt: 1 });
   assert.equal(router.results.get(small.request_id)!.toString(), 'id,name\n1,x\n2,y\n');
-  const flow = ofRequest(big.request_id);
-  assert.equal(flow[0], 'ack');
-  assert.equal(flow[1], 'stream/init');
+  const flow = ofRequest(big.request_id).filter((p) => p !== 'ack');
+  assert.equal(ofRequest(big.request_id).filter((p) => p === 'ack').length, 1);
+  assert.equal(flow[0], 'stream/init');
   assert.equal(flow.at(-1), 'stream/complete');
   const data = Buffer.from('id,region,amount\n1,north,10.5\n'.repeat(2000));
   assert.deepEqual(assembled(router, big.request_id), data);
   assert.equal(router.find((r) => r.path.endsWith(`${big.request_id}/stream/complete`))[0]!.json.checksum, xxh64(data));
+});
+
+test('a dataset is uploaded while its ack is on the way; the result waits for nothing, an error report for the ack', async () => {
+  await start();
+  // The router takes 400 ms to answer each ack.
+  router.faults.push((r) => (r.path.endsWith('/ack') ? { status: 204, delay: 400 } : undefined));
+  const big = command({ dataset: 'big.csv', mode: 'stream' });
+  const missing = command({ dataset: 'missing.csv' });
+  router.send('command', big);
+  router.send('command', missing);
+  await waitFor(() => ofRequest(big.request_id).includes('stream/complete') && router.find((r) => r.path.endsWith(`${missing.request_id}/error`)).length === 1);
+  const at = (id: string, what: string) => router.find((r) => r.path.endsWith(`${id}/${what}`))[0]!.at;
+  const ackAt = at(big.request_id, 'ack');
+  assert.ok(at(big.request_id, 'stream/complete') < ackAt + 400, 'the whole result went up before the ack was answered');
+  assert.deepEqual(assembled(router, big.request_id), Buffer.from('id,region,amount\n1,north,10.5\n'.repeat(2000)));
+  // A failure is reported only once the command is known to be acknowledged.
+  assert.ok(at(missing.request_id, 'error') >= at(missing.request_id, 'ack') + 400, 'error report after the ack was answered');
 });
 
 test('failures are reported with the connector codes, after the ack', async () => {
@@ -156,14 +174,18 @@ test('cancel aborts the work: no complete, no error', async () => {
   assert.ok(flow.filter((p) => p.startsWith('stream/chunk/')).length < 58);
 });
 
-test('GONE on the ack stops the command quietly', async () => {
+test('GONE on the ack stops the command quietly (uploads already under way stop too)', async () => {
   await start();
-  router.faults.push((r) => (r.path.endsWith('/ack') ? { status: 410, body: { status: 'error', error: { code: 'GONE', message: 'superseded' } } } : undefined));
-  const cmd = command();
+  // Uploads start while the ack is on its way; its GONE answer comes 150 ms later.
+  router.faults.push((r) => (r.path.endsWith('/ack') ? { status: 410, delay: 150, body: { status: 'error', error: { code: 'GONE', message: 'superseded' } } } : undefined));
+  router.faults.push((r) => (r.path.includes('/stream/chunk/') ? { status: 201, delay: 100 } : undefined));
+  const cmd = command({ dataset: 'big.csv', mode: 'stream', compression: 'none' });
   router.send('command', cmd);
-  await waitFor(() => ofRequest(cmd.request_id).length === 1 && connector!.stats.running === 0);
-  await new Promise((r) => setTimeout(r, 100));
-  assert.deepEqual(ofRequest(cmd.request_id), ['ack']);
+  await waitFor(() => ofRequest(cmd.request_id).includes('ack') && connector!.stats.running === 0);
+  await new Promise((r) => setTimeout(r, 150));
+  const flow = ofRequest(cmd.request_id);
+  assert.ok(!flow.includes('stream/complete') && !flow.includes('error'), flow.join(','));
+  assert.ok(flow.filter((p) => p.startsWith('stream/chunk/')).length < 58, `${flow.length} calls`);
 });
 
 test('the ack is repeated every heartbeat while nothing is accepted (the lease)', async () => {
