@@ -234,9 +234,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
 
   /** Runs one accepted command; resolves false when it should run again if redelivered. */
   const run = async (cmd: Command, jobSignal: AbortSignal, acked: Promise<boolean>, renew: () => void): Promise<boolean> => {
-    const deadline = withDeadline(jobSignal, cmd, log);
-    const clear = deadline.clear;
-    let signal = deadline.signal;
+    const { signal: bounded, clear } = withDeadline(jobSignal, cmd, log);
+    let signal = bounded;
     // A dataset is opened and uploaded while the ack is on its way: waiting for its answer cost
     // a round trip per command (80 ms on a WAN). The router takes uploads before the ack, and a
     // late ack still clears the pending command (requests.ts relayAck). An ack the router
