@@ -1,6 +1,7 @@
 // One keep-alive connection pool for everything the connector sends (router calls and the
 // object store's presigned PUTs), and the small helpers that turn answers into RelayErrors.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
@@ -94,7 +95,15 @@ export class RouterHttp {
     return this.call(url, 'PUT', body, {}, signal);
   }
 
-  private async call(url: string, method: 'POST' | 'PUT', body: string | Buffer, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResult> {
+  /**
+   * A PUT to a presigned URL whose body is produced while it is sent: `length` bytes exactly
+   * (the iterable failing before that aborts the request).
+   */
+  async putPresignedStream(url: string, body: AsyncIterable<Buffer>, length: number, signal?: AbortSignal): Promise<HttpResult> {
+    return this.call(url, 'PUT', Readable.from(body, { objectMode: false }), { 'content-length': String(length) }, signal);
+  }
+
+  private async call(url: string, method: 'POST' | 'PUT', body: string | Buffer | Readable, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResult> {
     const res = await request(url, { method, body, headers, signal, dispatcher: this.agent });
     // The body is always read to the end so the socket goes back to the pool.
     const text = await res.body.text();

@@ -6,7 +6,8 @@ import { rawZstdFrame, zstdCompress } from '../protocol/codec.js';
 import { RelayError } from '../protocol/errors.js';
 import { MAX_PARTS, MIN_PART_SIZE, type OffloadPartsResponse } from '../protocol/wire.js';
 import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
-import { HttpError } from './http.js';
+import { HttpError, isOk } from './http.js';
+import { GrowingPart } from './growing-part.js';
 import { InFlight } from './inflight.js';
 import { Lent, sharedPool, type BufferPool, type Lease } from '../protocol/buffer-pool.js';
 import type { ChunkSource } from './sources/file.js';
@@ -20,6 +21,8 @@ export const MAX_OFFLOAD_PARALLEL = 4;
 
 /** Chunks compressed at once: the pool's threads on two cores (more only queue). */
 const COMPRESS_AHEAD = 2;
+/** The first part is PUT while it is packed when the result is expected to fill this many parts. */
+const GROW_MIN_PARTS = 2;
 /** Part buffers kept per part size: the parts in flight and the one being filled, for one command or two. */
 const PART_POOL_FREE = 2 * (MAX_OFFLOAD_PARALLEL + 1);
 
@@ -58,6 +61,11 @@ export class PartPacker {
     this.fill = 0;
     this.emitted += 1;
     return buf;
+  }
+
+  /** The part being filled, if one is: its buffer and how many bytes it holds so far. */
+  get filling(): { buf: Buffer; fill: number } | null {
+    return this.part ? { buf: this.part, fill: this.fill } : null;
   }
 
   /** Parts completed so far. */
@@ -184,7 +192,36 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   let bytes = 0;
   let partNo = 0;
 
+  // Part 1 of a result expected to fill at least GROW_MIN_PARTS parts is PUT while it is packed
+  // (growing-part.ts). Expected: the source's size (files) times the ratio packed so far.
+  let growing: GrowingPart | undefined;
+  let packedWire = 0;
+  let packedDecoded = 0;
+  const worthGrowing = () =>
+    source.totalBytes !== null && packedDecoded > 0 && (source.totalBytes * packedWire) / packedDecoded >= GROW_MIN_PARTS * partSize;
+  const grow = () => {
+    const filling = packer.filling;
+    if (packer.parts > 0 || !filling) return;
+    if (growing) return growing.grew(filling.fill);
+    if (!worthGrowing()) return;
+    const g = new GrowingPart(filling.buf, partSize);
+    g.grew(filling.fill);
+    growing = g;
+    partNo = 1;
+    // The caller (feed) holds a free slot: part 1 takes it now.
+    inflight.launch((s) =>
+      putGrowing(ctx, urls, g, s)
+        .then((etag) => void etags.set(1, etag))
+        .finally(() => g.done && packer.release(g.done)),
+    );
+  };
+
   const put = async (body: Buffer) => {
+    if (growing && !growing.done) {
+      // Part 1, already on its way: its PUT now has all of it (or fails and sends this whole).
+      growing.finish(body);
+      return;
+    }
     const n = ++partNo;
     if (n > MAX_PARTS) throw new RelayError('CONNECTOR_ERROR', `result needs more than ${MAX_PARTS} parts of ${partSize} bytes`);
     await inflight.slot();
@@ -201,6 +238,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
     await inflight.slot();
     for (const part of packer.push(data)) await put(part);
+    grow();
   };
 
   // Chunks being compressed, in order: the next ones compress (on the thread pool) while the
@@ -208,7 +246,10 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   const ahead: { decoded: Buffer; framed: Promise<Buffer> }[] = [];
   const packOldest = async () => {
     const { decoded, framed } = ahead.shift()!;
-    await feed(await framed);
+    const wire = await framed;
+    packedWire += wire.length;
+    packedDecoded += decoded.length;
+    await feed(wire);
     // The packer has copied it (and the frame was made from it).
     source.release?.(decoded);
   };
@@ -243,6 +284,26 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   });
   ctx.renew();
   return summary;
+}
+
+/**
+ * PUTs part 1 while it is packed; when that fails (the result ended inside the part, or the
+ * store or network refused it) the finished part is PUT whole, under the retry policy.
+ */
+async function putGrowing(ctx: UploadContext, urls: PartUrls, part: GrowingPart, signal: AbortSignal): Promise<string> {
+  try {
+    const url = await urls.get(1, signal);
+    const r = await ctx.http.putPresignedStream(url, part.body(signal), part.size, signal);
+    const etag = r.headers.etag;
+    const value = Array.isArray(etag) ? etag[0] : etag;
+    if (isOk(r.status) && value && part.full) return value;
+    if (r.status === 403) urls.invalidate(1);
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (err instanceof RelayError && !(err instanceof HttpError)) throw err;
+    // else: sent whole below
+  }
+  return putPart(ctx, urls, 1, await part.finished, signal);
 }
 
 /** PUTs one part; a 403 means the presigned URL expired, so a fresh one is asked for. */

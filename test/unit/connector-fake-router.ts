@@ -37,6 +37,10 @@ export class FakeRouter {
   /** Parts PUT to the fake object store, per part number. */
   readonly parts = new Map<number, Buffer>();
   faults: Fault[] = [];
+  /** When each request's headers arrived (before its body is read), oldest first. */
+  readonly arrivals: { method: string; path: string; at: number }[] = [];
+  /** Requests whose body broke off before its end (the sender aborted). */
+  readonly aborted: { method: string; path: string }[] = [];
   /** SSE connections, newest last. */
   readonly streams: { req: IncomingMessage; res: ServerResponse; headers: IncomingMessage['headers'] }[] = [];
   onStream?: (res: ServerResponse, req: IncomingMessage, n: number) => void;
@@ -60,6 +64,8 @@ export class FakeRouter {
   /** Forgets what was recorded (and the per-path try counters faults see). */
   reset(): void {
     this.requests.length = 0;
+    this.arrivals.length = 0;
+    this.aborted.length = 0;
     this.faults = [];
     this.parts.clear();
     this.counts.clear();
@@ -96,8 +102,14 @@ export class FakeRouter {
       this.onStream?.(res, req, n);
       return;
     }
+    this.arrivals.push({ method: req.method!, path: url.pathname, at: Date.now() });
     const parts: Buffer[] = [];
-    for await (const c of req) parts.push(c as Buffer);
+    try {
+      for await (const c of req) parts.push(c as Buffer);
+    } catch {
+      this.aborted.push({ method: req.method!, path: url.pathname });
+      return;
+    }
     const body = Buffer.concat(parts);
     const rec: Recorded = { method: req.method!, path: url.pathname, headers: req.headers, body, at: Date.now() };
     if (String(req.headers['content-type'] ?? '').includes('json')) rec.json = JSON.parse(body.toString('utf8'));

@@ -14,7 +14,7 @@ import { RouterHttp } from '../../src/connector/http.js';
 import { PartPacker, offloadResult, zstdFrameOf } from '../../src/connector/offload.js';
 import { UPLOAD_RETRY } from '../../src/connector/retry.js';
 import { resolveDataset } from '../../src/connector/sandbox.js';
-import { FileSource } from '../../src/connector/sources/file.js';
+import { FileSource, type ChunkSource } from '../../src/connector/sources/file.js';
 import { FakeRouter } from './connector-fake-router.js';
 import { CompressionChooser } from '../../src/connector/compression.js';
 
@@ -201,4 +201,73 @@ test('offload: GONE from the router stops; a missing offload section is BAD_REQU
   const cmd = command();
   delete cmd.offload;
   await assert.rejects(offload(randomBytes(10), cmd), (e: RelayError) => e.code === 'BAD_REQUEST');
+});
+
+// ---- part 1 PUT while it is packed (growing-part.ts) ------------------------------------
+
+/** A result arriving chunk by chunk, `gapMs` apart, that says it will be `claimed` bytes long. */
+function slowSource(chunks: Buffer[], claimed: number, gapMs: number): ChunkSource & { yieldedAt: number[] } {
+  const yieldedAt: number[] = [];
+  return {
+    totalBytes: claimed,
+    yieldedAt,
+    async *chunks() {
+      for (const c of chunks) {
+        await new Promise((ok) => setTimeout(ok, gapMs));
+        yieldedAt.push(Date.now());
+        yield c;
+      }
+    },
+    async close() {},
+  };
+}
+
+async function offloadFrom(source: ChunkSource, cmd: Command) {
+  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser('always'), parallel: 4, renew() {} };
+  return offloadResult(ctx, source);
+}
+
+test('offload: the first part of a large result is PUT while it is packed, not after', async () => {
+  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024)); // 12 MiB, incompressible
+  const data = Buffer.concat(chunks);
+  const source = slowSource(chunks, data.length, 5);
+  const cmd = command();
+  const summary = await offloadFrom(source, cmd);
+  const put1 = router.arrivals.find((a) => a.method === 'PUT' && a.path === '/s3/part/1');
+  assert.ok(put1, 'part 1 was PUT');
+  // Raw frames add a few bytes per chunk, so part 1 (5 MiB) is complete with chunk 11.
+  assert.ok(put1.at < source.yieldedAt[9]!, `part 1's PUT began ${put1.at - source.yieldedAt[9]!} ms after chunk 10 was read; it must begin before its part is packed`);
+  assert.equal(router.find((r) => r.method === 'PUT' && r.path === '/s3/part/1').length, 1, 'sent once');
+  assert.equal(router.parts.get(1)!.length, MIN_PART_SIZE);
+  assert.deepEqual(await zstdDecompress(object()), data);
+  const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
+  assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2, 3]);
+  for (const p of body.parts as { part: number; etag: string }[]) assert.equal(p.etag, `"etag-${p.part}-${xxh64(router.parts.get(p.part)!)}"`);
+  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data) });
+});
+
+test('offload: a result that ends inside the part being PUT sends that part again whole', async () => {
+  // Claims 24 MiB (a file that shrank while read), ends after 1 MiB.
+  const chunks = [randomBytes(512 * 1024), randomBytes(512 * 1024)];
+  const data = Buffer.concat(chunks);
+  const cmd = command();
+  await offloadFrom(slowSource(chunks, 24 * 1024 * 1024, 5), cmd);
+  assert.ok(router.arrivals.filter((a) => a.method === 'PUT' && a.path === '/s3/part/1').length === 2, 'the streamed PUT, then the whole part');
+  assert.equal(router.parts.size, 1);
+  assert.ok(router.parts.get(1)!.length < MIN_PART_SIZE);
+  assert.deepEqual(await zstdDecompress(object()), data);
+  const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
+  assert.deepEqual(body.parts, [{ part: 1, etag: `"etag-1-${xxh64(router.parts.get(1)!)}"` }]);
+  assert.equal(body.bytes, data.length);
+});
+
+test('offload: a streamed part the store refuses is PUT again whole', async () => {
+  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024));
+  const data = Buffer.concat(chunks);
+  router.faults.push((r, n) => (r.method === 'PUT' && r.path.endsWith('/part/1') && n === 1 ? { status: 500, body: '<Error><Code>InternalError</Code></Error>' } : undefined));
+  await offloadFrom(slowSource(chunks, data.length, 1), command());
+  const puts = router.find((r) => r.method === 'PUT' && r.path.endsWith('/part/1'));
+  assert.equal(puts.length, 2);
+  assert.deepEqual(puts[1]!.body, puts[0]!.body, 'the same bytes, whole');
+  assert.deepEqual(await zstdDecompress(object()), data);
 });
