@@ -81,6 +81,39 @@ test('ZstdDecoder: a read full of tiny frames does not start them all while the 
   await new Promise((r) => setTimeout(r, 300));
   const pending = (dec as unknown as { pending: unknown[] }).pending.length;
   assert.ok(pending <= 4, `${pending} frames decoded or decoding at once`);
-  assert.equal(sink.bytes, 512 * 1024);
+  // The sink waits for its output once that holds 1 MiB (Sink.write): two frames of 512 KiB.
+  assert.equal(sink.bytes, 1024 * 1024);
   stuck.destroy();
+});
+
+test('Sink: a Writable with a small buffer gets the pieces that queue behind a write in one writev, and is waited for only at 1 MiB', async () => {
+  const { Writable } = await import('node:stream');
+  const calls: number[] = []; // buffers per write call
+  let release: (() => void) | null = null;
+  const out = new Writable({
+    highWaterMark: 16 * 1024,
+    write(_chunk, _enc, cb) {
+      calls.push(1);
+      release = cb;
+    },
+    writev(chunks, cb) {
+      calls.push(chunks.length);
+      release = cb;
+    },
+  });
+  const sink = new Sink(out, null);
+  const piece = randomBytes(64 * 1024);
+  const results: (Promise<void> | undefined)[] = [];
+  for (let i = 0; i < 20; i++) results.push(sink.write(piece));
+  // 64 KiB is over the 16 KiB mark already; the sink waits only once 1 MiB is held.
+  assert.equal(results.slice(0, 15).filter(Boolean).length, 0, 'no wait below 1 MiB held');
+  assert.ok(results.slice(16).every(Boolean), 'waits once 1 MiB is held');
+  assert.deepEqual(calls, [1], 'one write in flight, the rest queued behind it');
+  release!();
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(calls, [1, 19], 'the 19 queued pieces in one writev');
+  release!();
+  await Promise.all(results);
+  assert.equal(sink.bytes, 20 * piece.length);
+  sink.release();
 });
