@@ -16,6 +16,7 @@
 // so a wrong choice costs speed, never correctness.
 
 import { availableParallelism } from 'node:os';
+import { idleShare } from './idle-cpu.js';
 
 /** Chunks per phase of the faster encoding, and per try of the slower one (short: on a WAN a raw try is the expensive kind). */
 const PHASE_CHUNKS = 4;
@@ -52,6 +53,14 @@ const LADDER = [3, 6];
 const RELATIVE_SPEED: Record<number, number> = { 1: 1, 3: 0.8, 6: 0.3 };
 /** A level is used only while the compressing threads at it are this many times faster than results move. */
 const HEADROOM = 1.5;
+/**
+ * Higher levels only while at least this share of the machine's CPU was idle over the last
+ * second. A loaded machine makes every result slow, which looks like a slow link: the seed
+ * load bench (100 requests at once, 5 connectors, 2 cores: 4-8 % idle) climbed to level 6 for
+ * a quarter of its results, where level 6 costs three times the CPU. The WAN bench leaves
+ * 25-55 % idle while the link is what limits.
+ */
+const MIN_IDLE_SHARE = 0.15;
 /** Compression speed is the best of this many recent chunks: queueing in the thread pool only ever adds time. */
 const SPEED_SAMPLES = 16;
 
@@ -102,13 +111,16 @@ export class CompressionChooser {
   readonly base: number;
   /** Threads compressing at once (the thread pool, at most one per core). */
   private readonly threads: number;
+  /** The machine's idle CPU share lately (idle-cpu.ts); null when not known yet. */
+  private readonly idle: () => number | null;
 
   /** mode 'auto' measures; 'always' compresses every chunk; 'never' none (the command said compression none). */
   constructor(
     readonly mode: 'auto' | 'always' | 'never',
-    opts: { now?: () => number; base?: number; threads?: number } = {},
+    opts: { now?: () => number; base?: number; threads?: number; idleShare?: () => number | null } = {},
   ) {
     this.now = opts.now ?? (() => performance.now());
+    this.idle = opts.idleShare ?? idleShare;
     this.base = opts.base ?? 1;
     this.threads = opts.threads ?? Math.min(4, availableParallelism());
   }
@@ -165,12 +177,16 @@ export class CompressionChooser {
    * raw ones (the link limits, not the CPU) and slowly enough that the threads at a higher level
    * would still be HEADROOM times ahead of them: then fewer bytes on the link are worth the CPU
    * (WAN bench: 100 MB in 2.69 s at level 1, 2.61 s at 6; offload 3.24 s and 2.98 s). On a fast
-   * link the throughput is high and the base level stays. Offload asks once per command.
+   * link the throughput is high and the base level stays. So it does when the machine has
+   * little idle CPU (MIN_IDLE_SHARE), or before its first second of measurement. Offload asks
+   * once per command.
    */
   level(): number {
     const zstd = this.rate('zstd');
     const raw = this.rate('raw');
     if (this.mode !== 'auto' || zstd === null || raw === null || zstd <= raw) return this.base;
+    const idle = this.idle();
+    if (idle === null || idle < MIN_IDLE_SHARE) return this.base;
     let best = this.base;
     for (const l of LADDER) {
       const speed = this.speedOf(l);

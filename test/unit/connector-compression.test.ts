@@ -59,9 +59,10 @@ function drivePipelined(c: CompressionChooser, clock: { t: number }, n: number, 
   return zstd;
 }
 
-const chooser = (mode: 'auto' | 'always' | 'never' = 'auto') => {
+/** idle: the machine's idle CPU share the chooser sees (default: an idle machine). */
+const chooser = (mode: 'auto' | 'always' | 'never' = 'auto', idle: number | null = 1) => {
   const clock = { t: 0 };
-  return { c: new CompressionChooser(mode, { now: () => clock.t, threads: 2 }), clock };
+  return { c: new CompressionChooser(mode, { now: () => clock.t, threads: 2, idleShare: () => idle }), clock };
 };
 
 test('always and never do what they say', () => {
@@ -180,6 +181,32 @@ test('a slow link gets a higher zstd level; a fast one keeps the configured leve
   assert.equal(fast.c.estimates.level, 1);
   // 'always' (offload's own chooser) and 'never' keep the configured level.
   assert.equal(new CompressionChooser('always', { base: 2 }).choose(CHUNK).level, 2);
+});
+
+test('a machine with little idle CPU keeps the configured level, however slow results move', () => {
+  // Results as slow as on the 100 Mbit/s link above, but every core is busy (the seed load
+  // bench: 4-8 % idle): the slowness is the CPU's, and a higher level would make it worse.
+  const busy = chooser('auto', 0.05);
+  drive(busy.c, busy.clock, 200, { linkMBps: 12.5 });
+  assert.equal(busy.c.estimates.rawWins, false);
+  assert.equal(busy.c.estimates.level, 1);
+  assert.equal(busy.c.choose(CHUNK).level, 1);
+  // Before the first second of measurement nothing is known: the configured level too.
+  const unknown = chooser('auto', null);
+  drive(unknown.c, unknown.clock, 200, { linkMBps: 12.5 });
+  assert.equal(unknown.c.estimates.level, 1);
+  // The same link with a quarter of the CPU idle (the WAN bench): level 6.
+  const idle = chooser('auto', 0.25);
+  drive(idle.c, idle.clock, 200, { linkMBps: 12.5 });
+  assert.equal(idle.c.estimates.level, 6);
+});
+
+test('idleShare: the machine idle share of the last second, once a second has passed', async () => {
+  const { idleShare } = await import('../../src/connector/idle-cpu.js');
+  idleShare();
+  await new Promise((r) => setTimeout(r, 1100));
+  const v = idleShare();
+  assert.ok(v !== null && v >= 0 && v <= 1, `idle share ${v}`);
 });
 
 test('compression speed is the best of recent chunks: time queued in the thread pool does not count', () => {
