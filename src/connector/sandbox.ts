@@ -49,12 +49,7 @@ export async function resolveDataset(dataDir: string, name: string, fs: SandboxF
   // target, so a lexical check of '..' cannot be trusted.
   if (name.split('/').includes('..')) throw new RelayError('FORBIDDEN', `'..' is not allowed in dataset paths: ${name}`);
 
-  let root: string;
-  try {
-    root = await fs.realpath(path.resolve(dataDir));
-  } catch (err) {
-    throw new RelayError('CONNECTOR_ERROR', `data directory is not usable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
-  }
+  const root = await realRoot(dataDir, fs);
 
   let real: string;
   try {
@@ -75,6 +70,34 @@ export async function resolveDataset(dataDir: string, name: string, fs: SandboxF
   if (st.isDirectory()) throw new RelayError('BAD_REQUEST', `${name} is a directory, not a dataset`);
   if (!st.isFile()) throw new RelayError('BAD_REQUEST', `${name} is not a regular file`);
   return { name, realPath: real, size: st.size, dev: st.dev, ino: st.ino };
+}
+
+/**
+ * How long the data directory's real path is reused. Each file-system call the connector makes
+ * goes through the thread pool (about 10 µs of its CPU alone, far more on a loaded machine);
+ * resolving the same directory for every small request was a sixth of them. A directory moved
+ * or re-pointed (a symlink) is seen within this time.
+ */
+const ROOT_TTL_MS = 1000;
+const roots = new Map<string, { real: string; until: number }>();
+
+async function realRoot(dataDir: string, fs: SandboxFs): Promise<string> {
+  const dir = path.resolve(dataDir);
+  const hit = roots.get(dir);
+  if (hit && hit.until > Date.now() && fs === nodeFs) return hit.real;
+  let real: string;
+  try {
+    real = await fs.realpath(dir);
+  } catch (err) {
+    roots.delete(dir);
+    throw new RelayError('CONNECTOR_ERROR', `data directory is not usable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+  }
+  // Only the real file system is cached: a test's fake answers differently from call to call.
+  if (fs === nodeFs) {
+    if (roots.size > 16) roots.clear();
+    roots.set(dir, { real, until: Date.now() + ROOT_TTL_MS });
+  }
+  return real;
 }
 
 function fsError(err: unknown, name: string): RelayError {
