@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import * as Minio from 'minio';
 import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
+import { IdentityDecoder, Sink, pump } from '../../src/client/body.js';
 import { dispatcher } from '../../src/client/http.js';
 import { connectorConfig, routerConfig } from '../../src/config.js';
 import { MAX_OFFLOAD_PARALLEL } from '../../src/connector/offload.js';
@@ -322,13 +323,12 @@ export const bulk: Scenario = {
           ),
           mk('relay client ← node:http', true, { connector: [files.pid] }, (out) =>
             toFile(out, async (w) => {
+              // The client's own body path (pump → Sink: hash, batched writes), minus the relay.
               const res = await request(`${plain}/${dataset}`, { dispatcher: dispatcher(), highWaterMark: 1 << 20 });
-              let bytes = 0;
-              for await (const piece of res.body) {
-                bytes += (piece as Buffer).length;
-                if (!w.write(piece)) await new Promise((r) => w.once('drain', r));
-              }
-              return { bytes };
+              const sink = new Sink(w, null);
+              await pump(res.body, new IdentityDecoder(sink));
+              sink.release();
+              return { bytes: sink.bytes };
             }),
           ),
           mk('direct PUT + GET', true, { store: s3.pid }, (out, r) => directPutGet(s3.info.endpoint, file, out, `bench/direct-${ds}-${r}`)),

@@ -1,6 +1,7 @@
 // Moving result bytes from an HTTP body to the caller's Writable: decoded incrementally,
 // hashed as they pass, written with backpressure, never held whole in memory.
-import type { Readable, Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { RelayError, Xxh64Stream, ZstdFrameSplitter, zstdDecompress } from '../protocol/index.js';
 import { describe } from './http.js';
 
@@ -315,10 +316,36 @@ export function decoderFor(encoding: string | undefined, sink: Sink): Decoder {
 }
 
 /** Reads the whole body through the decoder. Errors of the body (a cut connection) propagate. */
-export async function pump(body: Readable, decoder: Decoder): Promise<void> {
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    const w = decoder.push(chunk);
-    if (w) await w;
-  }
-  await decoder.end();
+export function pump(body: Readable, decoder: Decoder): Promise<void> {
+  return eachPiece(body, (chunk) => decoder.push(chunk), () => decoder.end());
+}
+
+/**
+ * Hands a body to `take` one socket read at a time, waiting for the promise it returns before
+ * the next; `end` runs after the last. Not `for await`: a paused stream's iterator gets all it
+ * has buffered joined into one new Buffer (Readable.read → fromList), a copy of every byte and
+ * an allocation per read as soon as the consumer falls behind (bulk bench, 100 MB stream: 240
+ * ms of the client's CPU and the garbage collections after it). Flowing mode passes each read
+ * as it came. An error from `take` or `end`, or of the body, rejects with that error.
+ */
+export function eachPiece(body: Readable, take: (piece: Buffer) => Promise<void> | undefined, end?: () => Promise<void>): Promise<void> {
+  const out = new Writable({
+    // 1 byte: every piece waits for the one before it; the body's own buffer holds the rest.
+    highWaterMark: 1,
+    write(piece: Buffer, _enc, done) {
+      let w: Promise<void> | undefined;
+      try {
+        w = take(piece);
+      } catch (err) {
+        return done(err as Error);
+      }
+      if (w) w.then(() => done(), done);
+      else done();
+    },
+    final(done) {
+      if (!end) return done();
+      end().then(() => done(), done);
+    },
+  });
+  return pipeline(body, out);
 }

@@ -3,7 +3,7 @@
 import type { Writable } from 'node:stream';
 import type { ClientConfig } from '../config.js';
 import { RelayError, type ClientRequest, type OffloadResponse } from '../protocol/index.js';
-import { DecodeError, OutputError, Sink, decoderFor, type Decoder } from './body.js';
+import { DecodeError, OutputError, Sink, decoderFor, eachPiece, type Decoder } from './body.js';
 import { elapsed, failureAfterStart, startRequest, verify, withReconnects, type RequestOptions, type RequestResult } from './common.js';
 import { callPresigned, ConnectionLost, describe, errorFromResponse, networkError, readJson, waitMs, type Response } from './http.js';
 
@@ -116,7 +116,7 @@ class RangedDownload {
       next += RANGE_BYTES;
     };
     for (let i = 1; i < RANGES_IN_FLIGHT; i++) launch();
-    for await (const piece of first.body as AsyncIterable<Buffer>) await decoder.push(piece);
+    await eachPiece(first.body, (piece) => decoder.push(piece));
     while (later.length) {
       const pieces = await later.shift()!;
       launch();
@@ -131,10 +131,11 @@ class RangedDownload {
     const pieces: Buffer[] = [];
     let n = 0;
     try {
-      for await (const piece of res.body as AsyncIterable<Buffer>) {
+      await eachPiece(res.body, (piece) => {
         pieces.push(piece);
         n += piece.length;
-      }
+        return undefined;
+      });
     } catch (err) {
       throw networkError(err, 'object store', this.signal);
     }

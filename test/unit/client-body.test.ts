@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { Sink, ZstdDecoder, storedBlocks } from '../../src/client/body.js';
+import { Readable } from 'node:stream';
+import { Sink, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
 import { rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
 import { collector } from './client-fake-router.js';
 
@@ -116,4 +117,49 @@ test('Sink: a Writable with a small buffer gets the pieces that queue behind a w
   await Promise.all(results);
   assert.equal(sink.bytes, 20 * piece.length);
   sink.release();
+});
+
+test('eachPiece: every read is handed over as it came (no joined copies), one at a time, and errors keep their identity', async () => {
+  // A body that has buffered several reads before its consumer gets to them (a client busy
+  // writing): the async iterator of a paused stream would join them into one new Buffer.
+  const pushed = Array.from({ length: 6 }, (_, i) => Buffer.alloc(64 * 1024, i));
+  const body = new Readable({ read() {}, highWaterMark: 1 << 20 });
+  for (const b of pushed) body.push(b);
+  body.push(null);
+  const got: Buffer[] = [];
+  let busy = false;
+  let ended = false;
+  await eachPiece(
+    body,
+    async (piece) => {
+      assert.equal(busy, false, 'a piece arrived while the one before was still being taken');
+      busy = true;
+      got.push(piece);
+      await new Promise((r) => setTimeout(r, 5));
+      busy = false;
+    },
+    async () => {
+      ended = true;
+    },
+  );
+  assert.equal(got.length, pushed.length);
+  assert.ok(got.every((b, i) => b === pushed[i]), 'the very buffers the body read, not copies');
+  assert.ok(ended, 'end ran after the last piece');
+
+  // The consumer's own error comes back as is and stops the body.
+  const fail = new Error('disk full');
+  const body2 = new Readable({ read() {} });
+  body2.push(Buffer.from('x'));
+  const p = eachPiece(body2, () => {
+    throw fail;
+  });
+  await assert.rejects(p, (err) => err === fail);
+  assert.ok(body2.destroyed);
+
+  // A body cut short: its error.
+  const cut = new Error('socket hang up');
+  const body3 = new Readable({ read() {} });
+  body3.push(Buffer.from('x'));
+  setTimeout(() => body3.destroy(cut), 5);
+  await assert.rejects(eachPiece(body3, () => undefined), (err) => err === cut);
 });
