@@ -165,7 +165,9 @@ export class Limiter {
 
   private async drop(h: Held): Promise<void> {
     try {
-      await this.r.multi().zrem(keys.limitClass(h.mode), h.member).zrem(keys.limitConnector(h.connector), h.lease).exec();
+      // Two plain commands, not MULTI: they join the same tick's auto-pipelined write, and a
+      // lease one of them misses lapses by itself.
+      await Promise.all([this.r.zrem(keys.limitClass(h.mode), h.member), this.r.zrem(keys.limitConnector(h.connector), h.lease)]);
     } catch (err) {
       // Redis away: the lease lapses by itself.
       this.log.warn({ err: (err as Error).message }, 'could not release a concurrency slot (its lease will lapse)');

@@ -66,6 +66,18 @@ if ARGV[5] == 'ack' then redis.call('HSET', r, 'acked_attempt', ARGV[2]) end
 `;
 
 const SCRIPTS = {
+  // KEYS: req, the connector's in-flight set. ARGV: ttl_s, request id, then field/value pairs.
+  // One script rather than MULTI: a transaction is written on its own, a script joins the
+  // commands other requests send in the same tick (auto-pipelining).
+  relayCreate: {
+    numberOfKeys: 2,
+    lua: `
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[2], 86400)
+return 'OK'`,
+  },
   relayGuard: { numberOfKeys: 1, lua: `${GUARD}\nreturn 'OK'` },
   // KEYS: req, chunks. ARGV: connector, attempt, now_ms, now_iso, 'upload', index, checksum, decoded_len
   relayChunkPut: {
@@ -154,7 +166,7 @@ return 'OK'`,
 } as const;
 
 type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
-type ScriptedRedis = Redis & { relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayAck: (req: string, pending: string, ...args: (string | number)[]) => Promise<string>; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
+type ScriptedRedis = Redis & { relayCreate: (req: string, inFlight: string, ...args: (string | number)[]) => Promise<string>; relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayAck: (req: string, pending: string, ...args: (string | number)[]) => Promise<string>; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
@@ -196,13 +208,7 @@ export class Requests {
       recv_chunks: 0,
     };
     if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
-    await this.r
-      .multi()
-      .hset(keys.request(rec.id), fields)
-      .expire(keys.request(rec.id), this.ttlS)
-      .sadd(keys.inFlight(rec.connector), rec.id)
-      .expire(keys.inFlight(rec.connector), 86_400)
-      .exec();
+    await this.r.relayCreate(keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, rec.id, ...Object.entries(fields).flat());
   }
 
   async get(id: string): Promise<RequestRecord | null> {
