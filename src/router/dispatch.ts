@@ -9,7 +9,7 @@ import type { Command } from '../protocol/wire.js';
 import type { Bus } from './bus.js';
 import { isOnline, type CommandLog } from './commands.js';
 import type { Metrics } from './metrics.js';
-import { keys, type Redis } from './redis.js';
+import { IN_FLIGHT_TTL_S, keys, type Redis } from './redis.js';
 import { TERMINAL, type RequestRecord, type RequestSpec, type Requests } from './requests.js';
 
 export const QUEUE_NAME = 'relay-commands';
@@ -274,7 +274,7 @@ export class Dispatcher {
   }
 
   private async send(rec: RequestRecord, cmd: Command): Promise<void> {
-    await this.redis.multi().sadd(keys.inFlight(rec.connector), rec.id).expire(keys.inFlight(rec.connector), 86_400).exec();
+    await this.redis.multi().sadd(keys.inFlight(rec.connector), rec.id).expire(keys.inFlight(rec.connector), IN_FLIGHT_TTL_S).exec();
     await this.commands.sendCommand(rec.connector, cmd);
     this.metrics.commandsDispatched.inc();
   }

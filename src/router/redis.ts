@@ -23,6 +23,9 @@ export function connectRedis(url: string, name: string, onError: (err: Error) =>
   return r;
 }
 
+/** A connector's in-flight set lives this long after its last addition (a stale set cleans itself up). */
+export const IN_FLIGHT_TTL_S = 86_400;
+
 const P = 'relay:';
 export const keys = {
   tenants: `${P}tenants`,

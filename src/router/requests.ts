@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 import type { Format, Mode, RequestStatus, RequestStatusBody, TableSchema } from '../protocol/wire.js';
-import { keys, type Redis } from './redis.js';
+import { IN_FLIGHT_TTL_S, keys, type Redis } from './redis.js';
 
 export interface RequestSpec {
   dataset?: string;
@@ -66,16 +66,17 @@ if ARGV[5] == 'ack' then redis.call('HSET', r, 'acked_attempt', ARGV[2]) end
 `;
 
 const SCRIPTS = {
-  // KEYS: req, the connector's in-flight set. ARGV: ttl_s, request id, then field/value pairs.
+  // KEYS: req, the connector's in-flight set. ARGV: ttl_s, in-flight ttl_s, request id, then
+  // field/value pairs.
   // One script rather than MULTI: a transaction is written on its own, a script joins the
   // commands other requests send in the same tick (auto-pipelining).
   relayCreate: {
     numberOfKeys: 2,
     lua: `
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[2], 86400)
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 'OK'`,
   },
   relayGuard: { numberOfKeys: 1, lua: `${GUARD}\nreturn 'OK'` },
@@ -208,7 +209,7 @@ export class Requests {
       recv_chunks: 0,
     };
     if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
-    await this.r.relayCreate(keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, rec.id, ...Object.entries(fields).flat());
+    await this.r.relayCreate(keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, ...Object.entries(fields).flat());
   }
 
   async get(id: string): Promise<RequestRecord | null> {
