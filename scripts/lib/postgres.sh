@@ -4,7 +4,8 @@
 #   ensure_postgres  RELAY_TEST_PG_URL set → use it, nothing else. Otherwise reuse a server that
 #                    already answers on 127.0.0.1:$RELAY_DEV_PG_PORT (default 5433), or install
 #                    Debian's postgresql if needed, initdb a cluster in <repo>/.relay/postgres-PORT/
-#                    (trust auth on loopback only, role `relay`) and start it with pg_ctl.
+#                    (trust auth on loopback only, role `relay`; under /tmp when the postgres
+#                    user cannot reach the repository) and start it with pg_ctl.
 #                    Exports RELAY_TEST_PG_URL=postgres://relay@127.0.0.1:PORT/postgres.
 #   stop_postgres    stops the server ensure_postgres started in this shell, and only that one.
 #
@@ -47,6 +48,12 @@ ensure_postgres() {
     [ -n "$bin" ] || { echo "postgres: no pg_ctl under /usr/lib/postgresql after installing" >&2; return 1; }
   fi
   mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$_relay_pg_root/.relay" 2>/dev/null; then
+    # A clone under a private directory (mktemp -d is 0700): the postgres user cannot reach
+    # it, so the cluster lives in a directory of its own under /tmp, named after the clone.
+    dir="/tmp/relay-postgres-$(printf '%s' "$_relay_pg_root" | md5sum | cut -c1-12)-$port"
+    mkdir -p "$dir"
+  fi
   exec {_relay_pg_lock}>"$dir.lock"
   flock -w 120 "$_relay_pg_lock" || { echo "postgres: timed out waiting for $dir.lock" >&2; exec {_relay_pg_lock}>&-; return 1; }
   if _pg_ready "$bin" "$port"; then
