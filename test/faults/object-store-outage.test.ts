@@ -50,16 +50,24 @@ test('a download cut mid-way is fetched again and compared, not written twice', 
   out.on('data', (d: Buffer) => parts.push(d));
   let cut = false;
   const retries: string[] = [];
-  const r = await requestOffload(s.clientCfg(), { connector: s.connectorId, dataset: 'offload-cut.bin' }, out, {
-    idempotencyKey: randomUUID(),
-    onRetry: (err) => retries.push(err.message),
-    onProgress: (n) => {
-      if (n > 4 * 1024 * 1024 && !cut) {
-        cut = true;
-        proxy.cutAll();
-      }
-    },
-  });
+  // Downloads at 32 MB/s: unshaped, loopback could hand the client every byte of the ranges
+  // before the cut (kernel and stream buffers hold MBs), and the cut would cut nothing.
+  proxy.set({ bandwidthDownBytesPerSec: 32 << 20 });
+  let r;
+  try {
+    r = await requestOffload(s.clientCfg(), { connector: s.connectorId, dataset: 'offload-cut.bin' }, out, {
+      idempotencyKey: randomUUID(),
+      onRetry: (err) => retries.push(err.message),
+      onProgress: (n) => {
+        if (n > 4 * 1024 * 1024 && !cut) {
+          cut = true;
+          proxy.cutAll();
+        }
+      },
+    });
+  } finally {
+    proxy.set({ bandwidthDownBytesPerSec: 0 });
+  }
   assert.ok(cut && retries.length >= 1, `the download was cut and retried (${retries.join('; ')})`);
   assert.equal(r.checksum, xxh64(data));
   assert.ok(Buffer.concat(parts).equals(data), 'byte-identical, every byte once');
