@@ -1,18 +1,30 @@
 // A closed-loop load generator: W workers, each sending its next request as soon as the last
 // one is answered, over one undici pool (one keep-alive connection per worker), for a duration
-// or a count. Records each request's latency and failure reason.
+// or a count. Records each request's latency and failure reason. The same loop drives the
+// baselines (a plain GET of the file from node:http, direct or through ssh -R), with the same
+// checks on every answer, so the rows of a table differ only in what serves them.
 import { Pool } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { HEADERS } from '../../src/protocol/wire.js';
 import { percentile } from './stats.js';
 
-export interface LoadRequest {
+/** A relay request (POST with a client key): its answer's X-Relay-Checksum is checked against the body. */
+export interface RelayLoadRequest {
   path: string;
   key: string;
   body: object;
-  /** Decoded bytes the answer must have (its checksum header is verified too). */
+  /** Decoded bytes the answer must have. */
   expectBytes: number;
 }
+
+/** A baseline request (GET of a file): the body is checked against the file's known checksum. */
+export interface PlainLoadRequest {
+  path: string;
+  expectBytes: number;
+  expectChecksum: string;
+}
+
+export type LoadRequest = RelayLoadRequest | PlainLoadRequest;
 
 export interface LoadResult {
   ok: number;
@@ -38,14 +50,12 @@ export async function closedLoop(
       const r = opts.next(issued++);
       const start = performance.now();
       try {
-        const res = await pool.request({
-          method: 'POST',
-          path: r.path,
-          headers: { authorization: `Bearer ${r.key}`, 'content-type': 'application/json', accept: '*/*' },
-          body: JSON.stringify(r.body),
-          headersTimeout: 120_000,
-          bodyTimeout: 120_000,
-        });
+        const timeouts = { headersTimeout: 120_000, bodyTimeout: 120_000 };
+        const res = await pool.request(
+          'key' in r
+            ? { method: 'POST', path: r.path, headers: { authorization: `Bearer ${r.key}`, 'content-type': 'application/json', accept: '*/*' }, body: JSON.stringify(r.body), ...timeouts }
+            : { method: 'GET', path: r.path, ...timeouts },
+        );
         const body = Buffer.from(await res.body.arrayBuffer());
         if (res.statusCode !== 200) {
           let code = `HTTP ${res.statusCode}`;
@@ -56,7 +66,7 @@ export async function closedLoop(
           }
           fail(code);
         } else if (body.length !== r.expectBytes) fail(`${body.length} bytes, expected ${r.expectBytes}`);
-        else if (res.headers[HEADERS.checksum] !== xxh64(body)) fail('checksum mismatch');
+        else if (('key' in r ? res.headers[HEADERS.checksum] : r.expectChecksum) !== xxh64(body)) fail('checksum mismatch');
         else {
           ok++;
           latenciesMs.push(performance.now() - start);

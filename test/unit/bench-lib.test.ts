@@ -2,7 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { closedLoop } from '../../bench/lib/load.js';
 import { cpuSeconds, rssMb, treeCpu } from '../../bench/lib/procs.js';
+import { xxh64 } from '../../src/protocol/checksum.js';
 import { median, percentile } from '../../bench/lib/stats.js';
 import { renderTable } from '../../bench/lib/table.js';
 
@@ -40,4 +44,24 @@ test('cpuSeconds and treeCpu read /proc: a busy child counts for its parent tree
   assert.ok(tree !== null && self !== null && tree >= self + own! - 0.02, `tree ${tree} ≥ self ${self} + child ${own}`);
   assert.equal(await cpuSeconds(child.pid), null, 'gone once exited');
   assert.ok((await rssMb(process.pid)) > 10);
+});
+
+test('closedLoop checks every baseline answer against the file\'s checksum and length', async () => {
+  const body = Buffer.from('a,b\n1,2\n');
+  const server = createServer((_req, res) => res.end(body));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    const good = await closedLoop(origin, { workers: 2, count: 6, next: () => ({ path: '/f.csv', expectBytes: body.length, expectChecksum: xxh64(body) }) });
+    assert.equal(good.ok, 6);
+    assert.equal(good.errors.size, 0);
+    assert.equal(good.latenciesMs.length, 6);
+    const wrongSum = await closedLoop(origin, { workers: 2, count: 4, next: () => ({ path: '/f.csv', expectBytes: body.length, expectChecksum: '0000000000000000' }) });
+    assert.equal(wrongSum.ok, 0);
+    assert.deepEqual([...wrongSum.errors], [['checksum mismatch', 4]]);
+    const wrongLength = await closedLoop(origin, { workers: 1, count: 2, next: () => ({ path: '/f.csv', expectBytes: 1, expectChecksum: xxh64(body) }) });
+    assert.deepEqual([...wrongLength.errors], [[`${body.length} bytes, expected 1`, 2]]);
+  } finally {
+    server.close();
+  }
 });
