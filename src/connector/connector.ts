@@ -10,6 +10,7 @@ import { CompressionChooser } from './compression.js';
 import { requestPath, type ResultSummary, type UploadContext } from './context.js';
 import { EventStream } from './events.js';
 import { HttpError, RouterHttp } from './http.js';
+import { SLOW_BACKOFF_MS, useLocalFs } from './local-fs.js';
 import { createConnectorMetrics, serveMetrics } from './metrics.js';
 import { offloadResult } from './offload.js';
 import { WorkerPool, type PoolJob } from './pool.js';
@@ -153,6 +154,9 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   // `events` is assigned below; the gauges are only read once the metrics server is up.
   const metrics = createConnectorMetrics(() => ({ ...pool.stats, connected: events.isConnected }));
   const databases = new Databases(cfg.databases, cfg, log);
+  const fsMode = useLocalFs(cfg.dataDir, (what, ms) =>
+    log.warn({ call: what, ms: Math.round(ms), poolForS: SLOW_BACKOFF_MS / 1000 }, 'a synchronous file-system call was slow: dataset files go through the thread pool for a while'),
+  );
 
   log.info(
     {
@@ -160,6 +164,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       id: cfg.id,
       tokenFingerprint: fingerprint(cfg.token),
       dataDir: cfg.dataDir,
+      // local-fs.ts: dataset file calls on the event loop (a local file system) or the thread pool.
+      datasetFs: fsMode.sync ? `synchronous (${fsMode.reason})` : `thread pool (${fsMode.reason})`,
       databases: databases.describe(),
       concurrency: cfg.concurrency,
       uploadParallel: cfg.uploadParallel,

@@ -1,9 +1,9 @@
 // Confines dataset names to the data directory. A name arrives from the network, so every
 // check here runs before anything is opened: opening alone can block (a FIFO) or have side
 // effects (a device), and the answer must not reveal what exists outside the directory.
-import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { RelayError } from '../protocol/errors.js';
+import { fsCalls } from './local-fs.js';
 
 export const MAX_NAME_BYTES = 1024;
 
@@ -24,7 +24,8 @@ export interface SandboxFs {
   stat(p: string): Promise<{ isFile(): boolean; isDirectory(): boolean; size: number; dev: number; ino: number }>;
 }
 
-const nodeFs: SandboxFs = { realpath: (p) => realpath(p), stat: (p) => stat(p) };
+// On the event loop or the thread pool, as local-fs.ts decides.
+const nodeFs: SandboxFs = { realpath: fsCalls.realpath, stat: fsCalls.stat };
 
 // Lone surrogates would be written to the file system as U+FFFD and could name another file.
 const LONE_SURROGATE = /\p{Cs}/u;

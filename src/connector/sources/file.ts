@@ -1,10 +1,11 @@
 // A dataset file read as chunk_size pieces, into pooled buffers of exactly the chunk size (a
 // stream would hand out pieces of whatever size it likes). A buffer goes back to the pool only
 // when the uploader says it is done with it (release), never while a chunk may still be sent.
-import { close, constants, fstat, open, read, type Stats } from 'node:fs';
+import { constants } from 'node:fs';
 import { RelayError } from '../../protocol/errors.js';
 import { Lent, sharedPool } from '../../protocol/buffer-pool.js';
 import type { TableSchema } from '../../protocol/wire.js';
+import { fsCalls } from '../local-fs.js';
 import type { ResolvedDataset } from '../sandbox.js';
 
 /** What the uploaders read a result from: decoded bytes in order, cut at chunk_size. */
@@ -19,15 +20,12 @@ export interface ChunkSource {
   close(): Promise<void>;
 }
 
-// The callback API on a plain descriptor, not fs/promises' FileHandle: open, fstat, read and
-// close of a small file cost the connector 38 µs of CPU that way against 20 (a FileHandle is a
-// tracked object with a GC finaliser), and small requests do one of each per command. Every
-// path closes the descriptor (close(), or open() on a failed check).
-const fdOpen = (p: string, flags: number) => new Promise<number>((ok, no) => open(p, flags, (err, fd) => (err ? no(err) : ok(fd))));
-const fdStat = (fd: number) => new Promise<Stats>((ok, no) => fstat(fd, (err, st) => (err ? no(err) : ok(st))));
-const fdRead = (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
-  new Promise<number>((ok, no) => read(fd, buf, off, len, pos, (err, n) => (err ? no(err) : ok(n))));
-const fdClose = (fd: number) => new Promise<void>((ok) => close(fd, () => ok()));
+// A plain descriptor, not fs/promises' FileHandle: open, fstat, read and close of a small file
+// cost the connector 38 µs of CPU that way against 20 (a FileHandle is a tracked object with a
+// GC finaliser), and small requests do one of each per command. The calls run on the event
+// loop or the thread pool as local-fs.ts decides. Every path closes the descriptor (close(),
+// or open() on a failed check).
+const { open: fdOpen, fstat: fdStat, read: fdRead, close: fdClose } = fsCalls;
 
 /** Read buffers kept per chunk size: the uploads in flight and the read ahead of a few commands. */
 const POOL_FREE = 16;
