@@ -9,6 +9,8 @@ export interface Child {
   pid: number;
   /** stdout/stderr lines (the last 2,000). */
   lines: string[];
+  /** Calls fn with every line from now on; returns a function that stops that. */
+  onLine(fn: (line: string) => void): () => void;
   exited: Promise<number | null>;
   stop(): Promise<void>;
 }
@@ -16,11 +18,13 @@ export interface Child {
 export function spawnChild(cmd: string, args: string[], opts: SpawnOptions = {}): Child {
   const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
   const lines: string[] = [];
+  const listeners = new Set<(line: string) => void>();
   for (const s of [child.stdout, child.stderr]) {
     if (!s) continue;
     createInterface({ input: s }).on('line', (l) => {
       lines.push(l);
       if (lines.length > 2000) lines.shift();
+      for (const fn of listeners) fn(l);
       if (process.env.RELAY_BENCH_VERBOSE) process.stderr.write(`[${cmd.split('/').at(-1)}] ${l}\n`);
     });
   }
@@ -35,6 +39,10 @@ export function spawnChild(cmd: string, args: string[], opts: SpawnOptions = {})
     child,
     pid: child.pid ?? 0,
     lines,
+    onLine(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
     exited,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
@@ -63,7 +71,7 @@ export interface Helper<T> extends Child {
 }
 
 /** Starts a helper process (see helper-process.ts) and waits for its ready line. */
-export async function startHelper<T>(kind: 'fileserver' | 's3' | 'proxies', opts: object): Promise<Helper<T>> {
+export async function startHelper<T>(kind: 'fileserver' | 's3' | 'proxies' | 'spawner', opts: object): Promise<Helper<T>> {
   const c = spawnChild(process.execPath, [join(import.meta.dirname, 'helper-process.js'), kind, JSON.stringify(opts)]);
   const line = await waitForLine(c, /^\{/, 20_000, `helper ${kind}`).catch(async (err: unknown) => {
     await c.stop();

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { generateSampleData } from '../../src/cli/sample-data.js';
 import { Stack, csv, run, type Proc } from '../../test/helpers/stack.js';
 import { startHelper, type Helper } from './children.js';
+import { stopSpawner } from './spawner.js';
 import { MiB } from './stats.js';
 import type { Table } from './table.js';
 
@@ -113,6 +114,7 @@ export class BenchContext {
   }
 
   async close(): Promise<void> {
+    await stopSpawner();
     await this.s3Helper?.stop();
     await this.fileHelper?.stop();
     await rm(this.work, { recursive: true, force: true });

@@ -4,10 +4,13 @@
 //   fileserver {dir}               a plain node:http server streaming files (the baselines' source)
 //   s3         {dir, bucket}       the S3-compatible store (s3rver), as the router uses it
 //   proxies    {proxies: [...]}    fault/shaping proxies (test/helpers/fault-proxy.ts), one per target
+//   spawner    {}                  runs commands for the benchmark (bench/lib/spawner.ts): a stdin
+//                                  line {id, cmd, args} → a stdout line {id, code, cpuS, lines}
 // Prints one JSON line when ready ({port} / {endpoint} / {ports: {name: port}}) and exits when
 // its stdin closes (the benchmark went away) or on SIGTERM. Proxies answer a `stats` line on
 // stdin with {stats: {name: {bytesUp, bytesDown, connections}}}.
-import { createReadStream } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createReadStream, readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -62,7 +65,25 @@ async function main(): Promise<void> {
       out({ stats });
     });
     out({ ports });
+  } else if (kind === 'spawner') {
+    createInterface({ input: process.stdin }).on('line', (l) => {
+      const { id, cmd, args } = JSON.parse(l) as { id: number; cmd: string; args: string[] };
+      const before = reapedCpu();
+      const lines: string[] = [];
+      const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      for (const s of [c.stdout, c.stderr]) createInterface({ input: s }).on('line', (x) => void (lines.length < 50 && lines.push(x)));
+      c.on('error', (err) => out({ id, code: -1, cpuS: 0, lines: [err.message] }));
+      c.on('close', (code) => out({ id, code, cpuS: reapedCpu() - before, lines }));
+    });
+    out({ ready: true });
   } else throw new Error(`unknown helper kind ${kind}`);
+}
+
+/** CPU seconds of this process's reaped children (cutime + cstime, USER_HZ 100). */
+function reapedCpu(): number {
+  const f = readFileSync('/proc/self/stat', 'utf8');
+  const after = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(after[13]) + Number(after[14])) / 100;
 }
 
 function out(info: object): void {

@@ -7,7 +7,7 @@
 //                                 size and parallelism as the connector), then GET (offload's target)
 // Runs go round-robin over the cases (run 1 of every case, then run 2...) so a load spike on this
 // shared machine does not land on one case only. CPU seconds per run are read from /proc.
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { open, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
@@ -17,40 +17,56 @@ import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
 import { IdentityDecoder, Sink, pump } from '../../src/client/body.js';
 import { dispatcher } from '../../src/client/http.js';
+import { exposedGc } from '../../src/router/young-gc.js';
 import { connectorConfig, routerConfig } from '../../src/config.js';
 import { MAX_OFFLOAD_PARALLEL } from '../../src/connector/offload.js';
 import { Xxh64Stream } from '../../src/protocol/checksum.js';
 import type { ClientRequest, Mode } from '../../src/protocol/wire.js';
 import { BIN, NODE_ARGS, type Stack } from '../../test/helpers/stack.js';
-import { spawnChild, type Child } from '../lib/children.js';
+import type { Child } from '../lib/children.js';
 import { DATASETS, type BenchContext, type Scenario } from '../lib/context.js';
 import { cpuSeconds, reapedChildrenCpu, selfCpu, treeCpu } from '../lib/procs.js';
 import { Sshd, sshAvailable } from '../lib/ssh.js';
+import { commandsCpu, runCommand } from '../lib/spawner.js';
 import { MB, fmt, median, yesNo } from '../lib/stats.js';
 import type { Table } from '../lib/table.js';
 
 export const STREAM_TARGET_MBPS = 340;
 const BUCKET = 'relay-results';
 
+/**
+ * Read buffer of hashFile, reused: a fresh 4 MiB buffer per read was 100 MB of new memory per
+ * verified output, and the page faults and the GC it set off (V8 starts old-space marking on
+ * external memory) landed in the next case's measurement.
+ */
+const HASH_BUF = Buffer.allocUnsafeSlow(4 << 20);
+
 export async function hashFile(path: string): Promise<string> {
   const h = new Xxh64Stream();
-  for await (const piece of createReadStream(path, { highWaterMark: 4 << 20 })) h.update(piece as Buffer);
+  const f = await open(path, 'r');
+  try {
+    for (;;) {
+      const { bytesRead } = await f.read(HASH_BUF, 0, HASH_BUF.length, null);
+      if (bytesRead === 0) break;
+      h.update(HASH_BUF.subarray(0, bytesRead));
+    }
+  } finally {
+    await f.close();
+  }
   return h.digest();
 }
 
 /** Runs `curl -o out url`; resolves with the bytes written. */
 export async function curl(url: string, out: string): Promise<number> {
-  const c = spawnChild('curl', ['-sS', '--fail', '-o', out, url]);
-  const code = await c.exited;
-  if (code !== 0) throw new Error(`curl ${url} exited ${code}: ${c.lines.join(' ')}`);
+  const c = await runCommand('curl', ['-sS', '--fail', '-o', out, url]);
+  if (c.code !== 0) throw new Error(`curl ${url} exited ${c.code}: ${c.lines.join(' ')}`);
   return (await stat(out)).size;
 }
 
 /** Runs the CLI (`node bin/relay.js request-MODE ... -o out`); resolves with the bytes written. */
 export async function cli(stack: Stack, mode: Mode, dataset: string, out: string): Promise<number> {
-  const c = spawnChild(process.execPath, [...NODE_ARGS, BIN, `request-${mode}`, stack.connectorId, dataset, '-o', out, '--router', stack.routerUrl, '--key', stack.clientKey]);
-  const code = await c.exited;
-  if (code !== 0) throw new Error(`relay request-${mode} exited ${code}: ${c.lines.slice(-5).join(' ')}`);
+  const c = await runCommand(process.execPath, [...NODE_ARGS, BIN, `request-${mode}`, stack.connectorId, dataset, '-o', out, '--router', stack.routerUrl, '--key', stack.clientKey]);
+  if (c.code !== 0) throw new Error(`relay request-${mode} exited ${c.code}: ${c.lines.slice(-5).join(' ')}`);
   return (await stat(out)).size;
 }
 
@@ -161,20 +177,22 @@ async function readCpu(src: CpuSources): Promise<Cpu> {
   return {
     router: src.router ? (src.router.tree ? await treeCpu(src.router.pid) : await cpuSeconds(src.router.pid)) : null,
     connector: await sumCpu(src.connector),
-    client: selfCpu() + (await reapedChildrenCpu()),
+    // This process (the client library, or nothing while a command runs) and the commands it had run (curl, the CLI).
+    client: selfCpu() + (await reapedChildrenCpu()) + commandsCpu(),
     store: src.store ? await cpuSeconds(src.store) : null,
   };
 }
 
 const delta = (a: number | null, b: number | null) => (a !== null && b !== null ? b - a : null);
 
-/** Measures every case `runs` times, round-robin, verifying each output against the source. */
 /**
- * Runs every case `runs` times, round-robin. warmup: one round first that is not counted, so
- * that no case is timed on cold code (JIT), empty buffer pools or a compression choice not made
- * yet; a long-running relay is past all of these. Before each run, dirty pages from the run
- * before (100 MB written out, or stored by the object store) are flushed, so one case's
- * writeback does not land on the next.
+ * Runs every case `runs` times, round-robin, verifying each output against the source. warmup:
+ * one round first that is not counted, so that no case is timed on cold code (JIT), empty buffer
+ * pools or a compression choice not made yet; a long-running relay is past all of these. Before
+ * each run, dirty pages from the run before (100 MB written out, or stored by the object store)
+ * are flushed, and this process's heap is collected, so one case's writeback or garbage does
+ * not land on the next (in-process cases: the client library; V8 marks old space concurrently,
+ * on threads this process's CPU time counts).
  */
 export async function measureCases(ctx: BenchContext, label: string, cases: Case[], source: string, runs: number, opts: { warmup?: boolean } = {}): Promise<void> {
   const out = join(ctx.work, 'out.bin');
@@ -183,6 +201,7 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
       if (c.skipped || c.error) continue;
       await rm(out, { force: true });
       await flushDirtyPages();
+      exposedGc()?.({ type: 'major' });
       const warmup = r < 0;
       try {
         await c.pre?.();
@@ -213,8 +232,7 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
 
 /** sync(1): writes back what earlier runs left dirty in the page cache. */
 async function flushDirtyPages(): Promise<void> {
-  const c = spawnChild('sync', []);
-  await c.exited;
+  await runCommand('sync', []);
 }
 
 export const mbps = (c: Case) => median(c.samples.map((s) => s.bytes / MB / s.seconds));

@@ -14,13 +14,16 @@ type Gc = (opts?: { type?: 'minor' | 'major' }) => void;
 
 let gc: Gc | null | undefined;
 
-function load(): Gc | null {
+/** V8's gc(), exposed at first use; null where that is not allowed. */
+export function exposedGc(): Gc | null {
+  if (gc !== undefined) return gc;
   try {
     v8.setFlagsFromString('--expose-gc');
-    return vm.runInNewContext('gc') as Gc;
+    gc = vm.runInNewContext('gc') as Gc;
   } catch {
-    return null;
+    gc = null;
   }
+  return gc;
 }
 
 export class YoungGc {
@@ -28,7 +31,7 @@ export class YoungGc {
 
   /** everyBytes: bytes read between two scavenges. */
   constructor(private readonly everyBytes: number) {
-    gc ??= load();
+    exposedGc();
   }
 
   /** Counts bytes read from sockets; scavenges once everyBytes have been read since the last one. */

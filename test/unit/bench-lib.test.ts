@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { closedLoop } from '../../bench/lib/load.js';
 import { cpuSeconds, rssMb, treeCpu } from '../../bench/lib/procs.js';
+import { commandsCpu, runCommand, stopSpawner } from '../../bench/lib/spawner.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { median, percentile } from '../../bench/lib/stats.js';
 import { renderTable } from '../../bench/lib/table.js';
@@ -63,5 +64,22 @@ test('closedLoop checks every baseline answer against the file\'s checksum and l
     assert.deepEqual([...wrongLength.errors], [[`${body.length} bytes, expected 1`, 2]]);
   } finally {
     server.close();
+  }
+});
+
+test('runCommand runs commands in the spawner helper: exit code, output, and the CPU they used', async () => {
+  try {
+    const echo = await runCommand('sh', ['-c', 'echo hi; exit 3']);
+    assert.equal(echo.code, 3);
+    assert.deepEqual(echo.lines, ['hi']);
+    const before = commandsCpu();
+    const busy = await runCommand(process.execPath, ['-e', 'const end = Date.now() + 300; while (Date.now() < end);']);
+    assert.equal(busy.code, 0);
+    assert.ok(busy.cpuS >= 0.15, `the busy command's CPU is counted: ${busy.cpuS}`);
+    assert.ok(commandsCpu() - before >= busy.cpuS - 1e-9);
+    const missing = await runCommand('/nonexistent/relay-bench-cmd', []);
+    assert.notEqual(missing.code, 0);
+  } finally {
+    await stopSpawner();
   }
 });
