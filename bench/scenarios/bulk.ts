@@ -17,7 +17,6 @@ import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
 import { IdentityDecoder, Sink, pump } from '../../src/client/body.js';
 import { dispatcher } from '../../src/client/http.js';
-import { exposedGc } from '../../src/router/young-gc.js';
 import { connectorConfig, routerConfig } from '../../src/config.js';
 import { MAX_OFFLOAD_PARALLEL } from '../../src/connector/offload.js';
 import { Xxh64Stream } from '../../src/protocol/checksum.js';
@@ -190,9 +189,9 @@ const delta = (a: number | null, b: number | null) => (a !== null && b !== null 
  * one round first that is not counted, so that no case is timed on cold code (JIT), empty buffer
  * pools or a compression choice not made yet; a long-running relay is past all of these. Before
  * each run, dirty pages from the run before (100 MB written out, or stored by the object store)
- * are flushed, and this process's heap is collected, so one case's writeback or garbage does
- * not land on the next (in-process cases: the client library; V8 marks old space concurrently,
- * on threads this process's CPU time counts).
+ * are flushed, so one case's writeback does not land on the next. (Collecting this process's
+ * heap before each run was tried: it made the client library's next run slower, 140-180 → 240-380
+ * ms of CPU per 100 MB, since V8 gives the freed pages back and the run faults them in again.)
  */
 export async function measureCases(ctx: BenchContext, label: string, cases: Case[], source: string, runs: number, opts: { warmup?: boolean } = {}): Promise<void> {
   const out = join(ctx.work, 'out.bin');
@@ -201,7 +200,6 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
       if (c.skipped || c.error) continue;
       await rm(out, { force: true });
       await flushDirtyPages();
-      exposedGc()?.({ type: 'major' });
       const warmup = r < 0;
       try {
         await c.pre?.();

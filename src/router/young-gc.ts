@@ -14,16 +14,13 @@ type Gc = (opts?: { type?: 'minor' | 'major' }) => void;
 
 let gc: Gc | null | undefined;
 
-/** V8's gc(), exposed at first use; null where that is not allowed. */
-export function exposedGc(): Gc | null {
-  if (gc !== undefined) return gc;
+function load(): Gc | null {
   try {
     v8.setFlagsFromString('--expose-gc');
-    gc = vm.runInNewContext('gc') as Gc;
+    return vm.runInNewContext('gc') as Gc;
   } catch {
-    gc = null;
+    return null;
   }
-  return gc;
 }
 
 export class YoungGc {
@@ -31,7 +28,7 @@ export class YoungGc {
 
   /** everyBytes: bytes read between two scavenges. */
   constructor(private readonly everyBytes: number) {
-    exposedGc();
+    gc ??= load();
   }
 
   /** Counts bytes read from sockets; scavenges once everyBytes have been read since the last one. */
