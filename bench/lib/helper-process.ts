@@ -10,7 +10,7 @@
 // its stdin closes (the benchmark went away) or on SIGTERM. Proxies answer a `stats` line on
 // stdin with {stats: {name: {bytesUp, bytesDown, connections}}}.
 import { spawn } from 'node:child_process';
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startDevS3 } from '../../src/router/storage.js';
 import { FaultProxy, type Faults } from '../../test/helpers/fault-proxy.js';
+import { reapedChildrenCpu } from './procs.js';
 
 export interface ProxySpec {
   name: string;
@@ -68,22 +69,16 @@ async function main(): Promise<void> {
   } else if (kind === 'spawner') {
     createInterface({ input: process.stdin }).on('line', (l) => {
       const { id, cmd, args } = JSON.parse(l) as { id: number; cmd: string; args: string[] };
-      const before = reapedCpu();
+      // One command at a time (the benchmark awaits each), so the reaped-children delta is its own.
+      const before = reapedChildrenCpu();
       const lines: string[] = [];
       const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       for (const s of [c.stdout, c.stderr]) createInterface({ input: s }).on('line', (x) => void (lines.length < 50 && lines.push(x)));
       c.on('error', (err) => out({ id, code: -1, cpuS: 0, lines: [err.message] }));
-      c.on('close', (code) => out({ id, code, cpuS: reapedCpu() - before, lines }));
+      c.on('close', (code) => void Promise.all([before, reapedChildrenCpu()]).then(([b, a]) => out({ id, code, cpuS: a - b, lines })));
     });
     out({ ready: true });
   } else throw new Error(`unknown helper kind ${kind}`);
-}
-
-/** CPU seconds of this process's reaped children (cutime + cstime, USER_HZ 100). */
-function reapedCpu(): number {
-  const f = readFileSync('/proc/self/stat', 'utf8');
-  const after = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(after[13]) + Number(after[14])) / 100;
 }
 
 function out(info: object): void {

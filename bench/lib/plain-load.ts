@@ -9,6 +9,7 @@ import type { BenchContext } from './context.js';
 import { closedLoop, type LoadResult } from './load.js';
 import { cpuMeter, selfCpu, treeCpu } from './procs.js';
 import { Sshd, sshAvailable } from './ssh.js';
+import { fmt } from './stats.js';
 
 export interface PlainRun {
   name: 'node:http' | 'ssh -R ← node:http';
@@ -69,4 +70,12 @@ export async function plainLoads(ctx: BenchContext, dataset: string, load: Plain
     await sshd.stop();
   }
   return out;
+}
+
+export const reqPerS = (x: LoadResult): number => x.ok / x.seconds;
+
+/** A relay result's req/s as "× ssh -R" against these baselines ('-' without the tunnel row). */
+export function timesTunnel(plain: PlainRun[], x: LoadResult): string {
+  const tunnel = plain.find((p) => p.name === 'ssh -R ← node:http')?.result;
+  return tunnel ? fmt(reqPerS(x) / reqPerS(tunnel), 2) : '-';
 }

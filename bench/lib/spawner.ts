@@ -17,24 +17,33 @@ export interface CommandResult {
 let helper: Promise<Helper<{ ready: boolean }>> | null = null;
 let seq = 0;
 let spentCpuS = 0;
+/** Commands sent and not answered yet, by id. */
+const pending = new Map<number, { resolve(r: CommandResult): void; reject(err: Error): void }>();
+
+function start(): Promise<Helper<{ ready: boolean }>> {
+  return startHelper<{ ready: boolean }>('spawner', {}).then((h) => {
+    h.onLine((line) => {
+      if (!line.startsWith('{"id":')) return;
+      const r = JSON.parse(line) as CommandResult & { id: number };
+      spentCpuS += r.cpuS;
+      pending.get(r.id)?.resolve(r);
+      pending.delete(r.id);
+    });
+    void h.exited.then(() => {
+      for (const p of pending.values()) p.reject(new Error('the spawner helper exited while running a command'));
+      pending.clear();
+    });
+    return h;
+  });
+}
 
 /** Runs cmd in the spawner helper (started at first use) and resolves when it has exited. */
 export async function runCommand(cmd: string, args: string[]): Promise<CommandResult> {
-  helper ??= startHelper<{ ready: boolean }>('spawner', {});
+  helper ??= start();
   const h = await helper;
   const id = ++seq;
   return new Promise<CommandResult>((resolve, reject) => {
-    const stop = h.onLine((line) => {
-      if (!line.startsWith(`{"id":${id},`)) return;
-      stop();
-      const r = JSON.parse(line) as CommandResult;
-      spentCpuS += r.cpuS;
-      resolve(r);
-    });
-    void h.exited.then(() => {
-      stop();
-      reject(new Error(`the spawner helper exited while running ${cmd}`));
-    });
+    pending.set(id, { resolve, reject });
     h.child.stdin!.write(`${JSON.stringify({ id, cmd, args })}\n`);
   });
 }

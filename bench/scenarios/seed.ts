@@ -7,7 +7,7 @@ import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
 import type { Proc } from '../../test/helpers/stack.js';
 import { DATASETS, type Scenario } from '../lib/context.js';
 import { closedLoop, errorText, latencySummary, type LoadResult } from '../lib/load.js';
-import { plainLoads } from '../lib/plain-load.js';
+import { plainLoads, reqPerS, timesTunnel } from '../lib/plain-load.js';
 import { cpuMeter } from '../lib/procs.js';
 import { MiB, fmt, yesNo } from '../lib/stats.js';
 import { redisPid } from './small.js';
@@ -53,8 +53,6 @@ export const seed: Scenario = {
       const r = await closedLoop(stack.routerUrl, { workers, count, next });
       const cpu = await meter();
       const connectorCpu = connectors.reduce<number | null>((n, _c, i) => (n === null || cpu[`c${i}`] == null ? null : n + cpu[`c${i}`]!), 0);
-      const tunnel = plain.find((p) => p.name === 'ssh -R ← node:http')?.result;
-      const rps = (x: LoadResult) => x.ok / x.seconds;
       const row = (name: string, x: LoadResult | null, judged: boolean, c: { router: number | null; connectors: number | null; redis: number | null }, skipped?: string): string[] => {
         if (!x) return [name, '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', `skipped: ${skipped}`];
         const l = latencySummary(x.latenciesMs);
@@ -64,9 +62,9 @@ export const seed: Scenario = {
           String(count),
           String(x.ok),
           String(failed),
-          fmt(rps(x), 0),
+          fmt(reqPerS(x), 0),
           fmt((x.ok * MiB) / 1e6 / x.seconds),
-          judged && tunnel ? fmt(rps(x) / rps(tunnel), 2) : '-',
+          judged ? timesTunnel(plain, x) : '-',
           fmt(l.p50),
           fmt(l.p95),
           fmt(l.p99),

@@ -8,7 +8,7 @@ import { cpus } from 'node:os';
 import type { Redis } from '../../src/router/redis.js';
 import { DATASETS, type Scenario } from '../lib/context.js';
 import { closedLoop, errorText, latencySummary, type LoadResult } from '../lib/load.js';
-import { plainLoads } from '../lib/plain-load.js';
+import { plainLoads, reqPerS, timesTunnel } from '../lib/plain-load.js';
 import { cpuMeter, selfCpu } from '../lib/procs.js';
 import { fmt, yesNo } from '../lib/stats.js';
 
@@ -44,8 +44,6 @@ export const small: Scenario = {
       const r = await closedLoop(stack.routerUrl, { workers, durationS, next: req });
       const cpu = await meter();
       const benchCpu = selfCpu() - self0;
-      const tunnel = plain.find((p) => p.name === 'ssh -R ← node:http')?.result;
-      const rps = (x: LoadResult) => x.ok / x.seconds;
       const pct = (s: number | null | undefined, x: LoadResult) => (s == null ? '-' : `${fmt((100 * s) / x.seconds, 0)} %`);
       const row = (name: string, x: LoadResult | null, judged: boolean, c: { router: number | null; connector: number | null; redis: number | null; load: number }, skipped?: string): string[] => {
         if (!x) return [name, '-', `skipped: ${skipped}`, '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-', '-'];
@@ -54,14 +52,14 @@ export const small: Scenario = {
           name,
           String(x.ok),
           errorText(x.errors),
-          fmt(rps(x), 0),
-          judged && tunnel ? fmt(rps(x) / rps(tunnel), 2) : '-',
+          fmt(reqPerS(x), 0),
+          judged ? timesTunnel(plain, x) : '-',
           fmt(l.p50),
           fmt(l.p95),
           fmt(l.p99),
           fmt(l.max),
           judged ? `≥ ${TARGET_RPS} req/s, p99 < ${TARGET_P99_MS} ms` : '-',
-          judged ? yesNo(rps(x) >= TARGET_RPS && l.p99 < TARGET_P99_MS && x.errors.size === 0) : '-',
+          judged ? yesNo(reqPerS(x) >= TARGET_RPS && l.p99 < TARGET_P99_MS && x.errors.size === 0) : '-',
           pct(c.router, x),
           pct(c.connector, x),
           pct(c.redis, x),

@@ -94,9 +94,12 @@ export function timed<T>(what: string, fn: () => T): T {
   }
 }
 
-/** Synchronous when allowed, else the callback API on the pool; both settle a promise the same way. */
-function call<T>(what: string, sync: () => T, pooled: (cb: (err: NodeJS.ErrnoException | null, v: T) => void) => void): Promise<T> {
-  if (syncNow()) {
+/**
+ * Synchronous when allowed (and `small`: large reads always use the pool), else the callback
+ * API on the pool; both settle a promise the same way.
+ */
+function call<T>(what: string, sync: () => T, pooled: (cb: (err: NodeJS.ErrnoException | null, v: T) => void) => void, small = true): Promise<T> {
+  if (small && syncNow()) {
     try {
       return Promise.resolve(timed(what, sync));
     } catch (err) {
@@ -112,9 +115,7 @@ export const fsCalls = {
   open: (p: string, flags: number) => call<number>('open', () => openSync(p, flags), (cb) => open(p, flags, cb)),
   fstat: (fd: number) => call<Stats>('fstat', () => fstatSync(fd), (cb) => fstat(fd, cb)),
   read: (fd: number, buf: Buffer, off: number, len: number, pos: number) =>
-    len <= SYNC_READ_MAX
-      ? call<number>('read', () => readSync(fd, buf, off, len, pos), (cb) => read(fd, buf, off, len, pos, cb))
-      : new Promise<number>((ok, no) => read(fd, buf, off, len, pos, (err, n) => (err ? no(err) : ok(n)))),
+    call<number>('read', () => readSync(fd, buf, off, len, pos), (cb) => read(fd, buf, off, len, pos, cb), len <= SYNC_READ_MAX),
   /** Never fails: a descriptor is closed once, and there is nothing to do about an error. */
   close: (fd: number) =>
     call<void>(
