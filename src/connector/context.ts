@@ -38,6 +38,10 @@ export interface ResultSummary {
   sentChunks?: number;
   /** Decoded bytes uploaded by this attempt. */
   sentBytes?: number;
+  /** Offload: the zstd level of the stored frames (the chooser raises it on a slow uplink). */
+  zstdLevel?: number;
+  /** Offload: bytes stored, i.e. put on the uplink. */
+  storedBytes?: number;
 }
 
 export function requestPath(requestId: string): string {

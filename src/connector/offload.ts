@@ -273,7 +273,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     throw err;
   }
 
-  const summary = { bytes, chunks: partNo, checksum: hash.digest() };
+  const summary: ResultSummary = { bytes, chunks: partNo, checksum: hash.digest(), storedBytes: packedWire, ...(encoding === 'zstd' ? { zstdLevel: ctx.zstdLevel } : {}) };
   const parts = [...etags.entries()].sort(([a], [b]) => a - b).map(([part, etag]) => ({ part, etag }));
   const complete = { attempt: cmd.attempt, parts, bytes, checksum: summary.checksum, content_encoding: encoding };
   await http.send('offload/complete', () => http.postJson(`${requestPath(cmd.request_id)}/offload/complete`, complete, signal), {

@@ -59,6 +59,22 @@ for (const [mode, fetchIt] of Object.entries(modes)) {
   });
 }
 
+test('offload: the connector logs the zstd level of the stored frames and the bytes it stored', async () => {
+  const want = files.get('sales/10mb.csv')!;
+  const r = await requestOffload(s.clientCfg(), { connector: s.connectorId, dataset: 'sales/10mb.csv' }, new PassThrough().resume());
+  const stored = Buffer.from(await (await fetch(r.downloadUrl!)).arrayBuffer());
+  let delivered: Record<string, unknown> | undefined;
+  for (let i = 0; i < 50 && !delivered; i++) {
+    delivered = s.connector!.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.request === r.requestId && l.msg === 'result delivered');
+    if (!delivered) await new Promise((res) => setTimeout(res, 100));
+  }
+  assert.ok(delivered, 'the connector logged the delivery');
+  // The configured level (1), or one the chooser climbed to (compression.ts LADDER).
+  assert.ok([1, 3, 6].includes(delivered.zstdLevel as number), `zstd level ${String(delivered.zstdLevel)}`);
+  assert.equal(delivered.storedBytes, stored.length, 'the bytes it stored are the object');
+  assert.ok(stored.length < want.length / 2, `compressed (${stored.length} of ${want.length} bytes)`);
+});
+
 describe('errors from the connector', () => {
   for (const mode of ['sync', 'stream', 'offload'] as const) {
     test(`${mode}: a missing dataset is DATASET_NOT_FOUND (404)`, async () => {
