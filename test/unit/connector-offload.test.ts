@@ -153,7 +153,7 @@ test('offload: parts of part_size to presigned URLs, ETags kept, one valid zstd 
     [1, 2, 3],
   );
   for (const p of body.parts as { part: number; etag: string }[]) assert.equal(p.etag, `"etag-${p.part}-${xxh64(router.parts.get(p.part)!)}"`, 'ETag as sent, quotes included');
-  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data) });
+  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
 });
 
 test('offload: compressible data shrinks into one part', async () => {
@@ -243,7 +243,7 @@ test('offload: the first part of a large result is PUT while it is packed, not a
   const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
   assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2, 3]);
   for (const p of body.parts as { part: number; etag: string }[]) assert.equal(p.etag, `"etag-${p.part}-${xxh64(router.parts.get(p.part)!)}"`);
-  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data) });
+  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
 });
 
 test('offload: a result that ends inside the part being PUT sends that part again whole', async () => {
