@@ -269,3 +269,35 @@ export class CompressionChooser {
     };
   }
 }
+
+/** Chunks in a row that zstd did not shrink before ShrinkWatch stops trying, and how often it tries again. */
+const MISSES = 4;
+const RETRY_EVERY = 16;
+/** "Did not shrink": the frame kept more than this share of the chunk. */
+const NO_GAIN = 0.98;
+
+/**
+ * Stops compressing data that does not compress. Random bytes or already compressed files
+ * (Parquet, images, archives) cost the whole compression time and are then stored raw anyway
+ * (zstdFrameOf): an offload of 100 MB of random bytes spent half its connector CPU on it.
+ * After MISSES such chunks in a row the next ones are not tried, except every RETRY_EVERY-th
+ * (a result can change character part-way, e.g. a table with a large binary column at the end).
+ */
+export class ShrinkWatch {
+  private misses = 0;
+  private skipped = 0;
+
+  /** Whether to try compressing the next chunk. */
+  worthTrying(): boolean {
+    if (this.misses < MISSES) return true;
+    if (++this.skipped < RETRY_EVERY) return false;
+    this.skipped = 0;
+    return true;
+  }
+
+  /** A chunk that was tried: its decoded size and the size of what compressing it gave. */
+  saw(decodedBytes: number, encodedBytes: number): void {
+    if (decodedBytes > 0 && encodedBytes > decodedBytes * NO_GAIN) this.misses++;
+    else this.misses = 0;
+  }
+}

@@ -9,6 +9,7 @@ import { requestPath, retryLogger, type ResultSummary, type UploadContext } from
 import { HttpError, isOk } from './http.js';
 import { GrowingPart } from './growing-part.js';
 import { InFlight } from './inflight.js';
+import { ShrinkWatch } from './compression.js';
 import { Lent, sharedPool, type BufferPool, type Lease } from '../protocol/buffer-pool.js';
 import type { ChunkSource } from './sources/file.js';
 
@@ -233,7 +234,14 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   };
   // Offload compresses every chunk ('always'): a stored object is downloaded later, and an S3
   // store handles fewer bytes faster; the chooser is asked all the same (mode 'never' says no).
-  const frame = (decoded: Buffer): Promise<Buffer> => zstdFrameOf(decoded, ctx.zstdLevel, ctx.compression.choose().compress);
+  // Data that does not compress is soon no longer tried (ShrinkWatch).
+  const shrink = new ShrinkWatch();
+  const frame = async (decoded: Buffer): Promise<Buffer> => {
+    const tried = ctx.compression.choose().compress && decoded.length > 0 && shrink.worthTrying();
+    const framed = await zstdFrameOf(decoded, ctx.zstdLevel, tried);
+    if (tried) shrink.saw(decoded.length, framed.length);
+    return framed;
+  };
   const feed = async (data: Buffer) => {
     // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
     await inflight.slot();

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CompressionChooser, SMALL_CHUNK_BYTES, type Choice } from '../../src/connector/compression.js';
+import { CompressionChooser, ShrinkWatch, SMALL_CHUNK_BYTES, type Choice } from '../../src/connector/compression.js';
 
 const CHUNK = 512 * 1024;
 const LEVEL_SPEED: Record<number, number> = { 1: 1, 3: 0.85, 6: 0.3 };
@@ -215,4 +215,33 @@ test('compression speed is the best of recent chunks: time queued in the thread 
   // Most chunks waited behind others in the pool (10 times the real time); a few did not.
   for (let i = 0; i < 12; i++) c.encoded(true, CHUNK, CHUNK / 4, (CHUNK / 90_000) * 10, 6);
   assert.equal(c.estimates.level, 6);
+});
+
+test('ShrinkWatch: data that zstd does not shrink stops being tried after 4 chunks, except every 16th; a chunk that shrinks resumes trying', () => {
+  const w = new ShrinkWatch();
+  const tries = (n: number, shrinks: boolean) => {
+    let tried = 0;
+    for (let i = 0; i < n; i++) {
+      if (!w.worthTrying()) continue;
+      tried++;
+      w.saw(CHUNK, shrinks ? CHUNK / 4 : CHUNK + 20);
+    }
+    return tried;
+  };
+  assert.equal(tries(10, true), 10, 'compressible: every chunk');
+  assert.equal(tries(4, false), 4, 'the first misses are all tried');
+  assert.equal(tries(160, false), 10, 'then one in 16');
+  // The data compresses again: the next try sees it, and every chunk is tried from then on.
+  let sinceTry = 0;
+  while (!w.worthTrying()) sinceTry++;
+  assert.ok(sinceTry < 16);
+  w.saw(CHUNK, CHUNK / 4);
+  assert.equal(tries(20, true), 20);
+  // A 2 % gain is no gain; 3 % is.
+  const x = new ShrinkWatch();
+  for (let i = 0; i < 4; i++) x.saw(CHUNK, Math.ceil(CHUNK * 0.99));
+  assert.equal(x.worthTrying(), false);
+  const y = new ShrinkWatch();
+  for (let i = 0; i < 4; i++) y.saw(CHUNK, Math.floor(CHUNK * 0.97));
+  assert.equal(y.worthTrying(), true);
 });
