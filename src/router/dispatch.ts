@@ -98,12 +98,19 @@ export class Dispatcher {
   }
 
   /**
-   * A new request (stored by Requests.create as attempt 1): its job is persisted first, then
-   * attempt 1 is sent at once. The worker that picks the job up adopts that attempt (its lease
-   * is fresh) instead of the command waiting for a worker's turn.
+   * A new request: its record (`stored`: Requests.create as attempt 1, under way) and its job
+   * are written at once, and once both are persisted attempt 1 is sent. The worker that picks
+   * the job up adopts that attempt (its lease is fresh) instead of the command waiting for a
+   * worker's turn. Two writes at once, not one after the other: one round trip less before the
+   * command goes out. If only the job was written, its worker finds no record and ends it.
    */
-  async submit(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
-    await this.enqueue(rec);
+  async submit(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode' | 'spec' | 'deadline' | 'offload'>, stored: Promise<void>): Promise<void> {
+    const job = this.enqueue(rec);
+    // Both settle before anything is thrown: a failed record write must not leave the job's
+    // rejection unhandled.
+    const [a, b] = await Promise.allSettled([stored, job]);
+    if (a.status === 'rejected') throw a.reason;
+    if (b.status === 'rejected') throw b.reason;
     await this.commands.sendCommand(rec.connector, this.command(rec, 1, 0));
     this.metrics.commandsDispatched.inc();
   }

@@ -145,12 +145,11 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
     }), partSize: cfg.partSize };
   }
   const sink = newSink(deps, req, res, id, mode, body.connector, started);
-  // The record, then its job, then the command (Dispatcher.submit): persisted before sent. The
+  // The record and its job, then the command (Dispatcher.submit): persisted before sent. The
   // sink exists before the command goes out, since the result may come back at once.
   const rec = { id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload };
   try {
-    await requests.create(rec);
-    await deps.dispatcher.submit(rec);
+    await deps.dispatcher.submit(rec, requests.create(rec));
   } catch (err) {
     if (!sink) throw err;
     // The sink answers the client (and leaves the router's list of sinks).
