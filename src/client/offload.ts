@@ -31,8 +31,14 @@ export async function requestOffload(cfg: ClientConfig, req: ClientRequest, out:
     // The object stays in the store until the retention: a cut download is simply fetched again.
     await withReconnects(opts, sink, async () => {
       // The stored object's encoding is the router's word, not the object store's headers.
-      const ranged = new RangedDownload(offload.download_url, requestId, opts.signal, waitMs(req.timeout_s));
-      const first = await ranged.first();
+      const ranged = new RangedDownload(offload.download_url, requestId, opts.signal, waitMs(req.timeout_s), offload.stored_bytes ?? null);
+      let first: Response;
+      try {
+        first = await ranged.first();
+      } catch (err) {
+        ranged.stop();
+        throw err;
+      }
       try {
         await ranged.pipe(first, decoderFor(offload.content_encoding, sink));
       } catch (err) {
@@ -63,6 +69,11 @@ export async function requestOffload(cfg: ClientConfig, req: ClientRequest, out:
  * as it arrives; the ones after it are held until their turn, so at most
  * (RANGES_IN_FLIGHT - 1) × RANGE_BYTES wait in memory. A store that ignores Range sends the
  * whole object with 200, which is then read as one stream.
+ *
+ * When the router said the object's size (`stored_bytes`), the ranges after the first are
+ * asked for together with it; otherwise only once the first answer's Content-Range tells the
+ * size, a round trip later (plus a connection set-up per range). A store whose size disagrees
+ * with the router's is believed: those early ranges are dropped and fetched again by its size.
  */
 export const RANGE_BYTES = 8 * 1024 * 1024;
 export const RANGES_IN_FLIGHT = 4;
@@ -71,11 +82,16 @@ class RangedDownload {
   private readonly stopper = new AbortController();
   private readonly signal: AbortSignal;
 
+  /** Ranges after the first, asked for before its answer came (the size was known). */
+  private early: Promise<Buffer[]>[] = [];
+
   constructor(
     private readonly url: string,
     private readonly requestId: string,
     signal: AbortSignal | undefined,
     private readonly timeoutMs: number,
+    /** The object's size if the router said it. */
+    private readonly size: number | null = null,
   ) {
     this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
   }
@@ -91,7 +107,15 @@ class RangedDownload {
 
   /** The first range's answer: where a failure to start is told apart from one mid-way. */
   async first(): Promise<Response> {
-    const res = await this.get(0, RANGE_BYTES - 1);
+    const asked = this.get(0, RANGE_BYTES - 1);
+    if (this.size !== null) {
+      for (let from = RANGE_BYTES; from < this.size && this.early.length < RANGES_IN_FLIGHT - 1; from += RANGE_BYTES) {
+        const p = this.range(from, Math.min(from + RANGE_BYTES, this.size) - 1);
+        p.catch(() => undefined); // awaited in its turn, or dropped
+        this.early.push(p);
+      }
+    }
+    const res = await asked;
     if (res.statusCode !== 200 && res.statusCode !== 206 && res.statusCode !== 416) {
       throw await downloadError(res.statusCode, await errorFromResponse(res), this.requestId);
     }
@@ -108,6 +132,11 @@ class RangedDownload {
     if (first.statusCode === 206 && total === null) throw new ConnectionLost(`the object store sent a range without its total size`, { requestId: this.requestId });
     const later: Promise<Buffer[]>[] = [];
     let next = RANGE_BYTES;
+    if (total !== null && total === this.size) {
+      later.push(...this.early);
+      next += this.early.length * RANGE_BYTES;
+    }
+    this.early = [];
     const launch = () => {
       if (total === null || next >= total) return;
       const p = this.range(next, Math.min(next + RANGE_BYTES, total) - 1);
@@ -115,7 +144,7 @@ class RangedDownload {
       later.push(p);
       next += RANGE_BYTES;
     };
-    for (let i = 1; i < RANGES_IN_FLIGHT; i++) launch();
+    for (let i = later.length + 1; i < RANGES_IN_FLIGHT; i++) launch();
     await eachPiece(first.body, (piece) => decoder.push(piece));
     while (later.length) {
       const pieces = await later.shift()!;
@@ -159,6 +188,11 @@ function checkOffload(body: OffloadResponse, requestId: string): OffloadResponse
     typeof body.checksum === 'string' &&
     (body.content_encoding === 'zstd' || body.content_encoding === 'identity');
   if (!ok) throw new RelayError('INTERNAL', `unexpected offload answer: ${JSON.stringify(body).slice(0, 300)}`, { requestId });
+  // An addition of this router (optional): anything but a size is ignored.
+  if (body.stored_bytes !== undefined && !(Number.isSafeInteger(body.stored_bytes) && body.stored_bytes >= 0)) {
+    const { stored_bytes: _ignored, ...rest } = body;
+    return rest;
+  }
   return body;
 }
 

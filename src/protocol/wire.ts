@@ -85,6 +85,12 @@ export interface OffloadResponse {
   bytes: number;
   checksum: string;
   content_encoding: 'zstd' | 'identity';
+  /**
+   * Addition to PROTOCOL.md: the stored object's size in bytes (what the download URL serves;
+   * `bytes` is the decoded size). A client can then fetch every range at once. Optional:
+   * clients must not require it.
+   */
+  stored_bytes?: number;
 }
 
 // ---- connector API (§3) --------------------------------------------------------------

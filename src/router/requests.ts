@@ -37,7 +37,8 @@ export interface RequestRecord {
   /** Chunks 0..contiguous-1 are all stored: where a retry resumes. */
   contiguous: number;
   offload: { uploadId: string; key: string; partSize: number } | null;
-  download: { url: string; expiresAt: string; contentEncoding: 'zstd' | 'identity' } | null;
+  /** Offload, once complete: the presigned GET and the stored object's size (null: recorded by an older router). */
+  download: { url: string; expiresAt: string; contentEncoding: 'zstd' | 'identity'; storedBytes: number | null } | null;
 }
 
 export const TERMINAL: readonly RequestStatus[] = ['complete', 'failed', 'cancelled'];
@@ -238,7 +239,7 @@ export class Requests {
       contiguous: Number(h.contiguous ?? 0),
       offload: h.upload_id ? { uploadId: h.upload_id, key: h.object_key!, partSize: Number(h.part_size) } : null,
       download: h.download_url
-        ? { url: h.download_url, expiresAt: h.download_expires_at!, contentEncoding: h.content_encoding as 'zstd' | 'identity' }
+        ? { url: h.download_url, expiresAt: h.download_expires_at!, contentEncoding: h.content_encoding as 'zstd' | 'identity', storedBytes: h.stored_bytes ? Number(h.stored_bytes) : null }
         : null,
     };
   }

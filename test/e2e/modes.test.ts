@@ -75,6 +75,19 @@ test('offload: the connector logs the zstd level of the stored frames and the by
   assert.ok(stored.length < want.length / 2, `compressed (${stored.length} of ${want.length} bytes)`);
 });
 
+test('offload: the answer says the size of the stored object (stored_bytes), the length the download URL serves', async () => {
+  const res = await request(`${s.routerUrl}/v1/datasets/request-offload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${s.clientKey}`, accept: 'application/json' },
+    body: JSON.stringify({ connector: s.connectorId, dataset: 'random-3mb.bin' }),
+  });
+  assert.equal(res.statusCode, 200);
+  const answer = (await res.body.json()) as { download_url: string; bytes: number; stored_bytes: number };
+  const stored = Buffer.from(await (await fetch(answer.download_url)).arrayBuffer());
+  assert.equal(answer.bytes, files.get('random-3mb.bin')!.length);
+  assert.equal(answer.stored_bytes, stored.length);
+});
+
 describe('errors from the connector', () => {
   for (const mode of ['sync', 'stream', 'offload'] as const) {
     test(`${mode}: a missing dataset is DATASET_NOT_FOUND (404)`, async () => {

@@ -143,6 +143,90 @@ test('offload: a large object comes as parallel ranges, decoded in order', async
   }
 });
 
+/** A zstd object of more than one 8 MiB range, with frames of several sizes. */
+async function bigObject(): Promise<{ decoded: Buffer; object: Buffer }> {
+  const pieces: Buffer[] = [];
+  const frames: Buffer[] = [];
+  for (let i = 0; i < 10; i++) {
+    const p = randomBytes(1_000_000 + i * 77_777);
+    pieces.push(p);
+    frames.push(i % 2 ? rawZstdFrame(p) : await zstdCompress(p));
+  }
+  return { decoded: Buffer.concat(pieces), object: Buffer.concat(frames) };
+}
+
+/**
+ * A store that holds back the answer to the first range until another range is asked for (or
+ * 500 ms have passed), and a router whose answer says the object's size is `storedBytes`.
+ */
+async function rangeStore(object: Buffer, decoded: Buffer, storedBytes: number | undefined) {
+  const seen: { range: string; firstAnswered: boolean }[] = [];
+  let firstAnswered = false;
+  let another: () => void = () => undefined;
+  const anotherAsked = new Promise<void>((r) => (another = r));
+  const router = await fakeRouter(async (req, res) => {
+    if (req.url?.startsWith('/bucket/')) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(String(req.headers.range))!;
+      const from = Number(m[1]);
+      seen.push({ range: m[0], firstAnswered });
+      if (from === 0) await Promise.race([anotherAsked, new Promise((r) => setTimeout(r, 500))]);
+      else another();
+      if (from >= object.length) {
+        res.writeHead(416, { 'content-range': `bytes */${object.length}` });
+        return void res.end();
+      }
+      const to = Math.min(Number(m[2]), object.length - 1);
+      res.writeHead(206, { 'content-range': `bytes ${from}-${to}/${object.length}`, 'content-length': to - from + 1 });
+      res.end(object.subarray(from, to + 1));
+      if (from === 0) firstAnswered = true;
+      return;
+    }
+    json(res, 200, { status: 'success', request_id: RID, download_url: `http://${req.headers.host}/bucket/big`, expires_at: 'later', bytes: decoded.length, checksum: xxh64(decoded), content_encoding: 'zstd', ...(storedBytes === undefined ? {} : { stored_bytes: storedBytes }) });
+  });
+  return { router, seen };
+}
+
+test('offload: with the stored size in the answer (stored_bytes), every range is asked for at once', async () => {
+  const { decoded, object } = await bigObject();
+  const { router, seen } = await rangeStore(object, decoded, object.length);
+  try {
+    const { out, data } = collector();
+    const r = await requestOffload({ routerUrl: router.url, apiKey: 'k' }, req, out);
+    assert.equal(r.verified, true);
+    assert.ok(data().equals(decoded));
+    assert.equal(seen.length, Math.ceil(object.length / (8 * 1024 * 1024)));
+    assert.ok(seen.length > 1);
+    assert.ok(seen.every((x) => !x.firstAnswered), `a range was asked for only after the first was answered: ${JSON.stringify(seen)}`);
+  } finally {
+    await router.close();
+  }
+  // Without it, the later ranges wait for the first answer's Content-Range.
+  const plain = await rangeStore(object, decoded, undefined);
+  try {
+    const { out, data } = collector();
+    await requestOffload({ routerUrl: plain.router.url, apiKey: 'k' }, req, out);
+    assert.ok(data().equals(decoded));
+    assert.ok(plain.seen.slice(1).every((x) => x.firstAnswered));
+  } finally {
+    await plain.router.close();
+  }
+});
+
+test('offload: a stored_bytes the store disagrees with is not trusted: the size the store says is used', async () => {
+  const { decoded, object } = await bigObject();
+  for (const wrong of [object.length - 9 * 1024 * 1024, object.length + 20 * 1024 * 1024, -5, 'x']) {
+    const { router } = await rangeStore(object, decoded, wrong as number);
+    try {
+      const { out, data } = collector();
+      const r = await requestOffload({ routerUrl: router.url, apiKey: 'k' }, req, out);
+      assert.equal(r.verified, true, `stored_bytes ${wrong}`);
+      assert.ok(data().equals(decoded), `stored_bytes ${wrong}`);
+    } finally {
+      await router.close();
+    }
+  }
+});
+
 test('offload: an empty object (416 for byte 0) is an empty result', async () => {
   const router = await fakeRouter((req, res) => {
     if (req.url?.startsWith('/bucket/')) {

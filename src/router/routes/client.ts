@@ -92,6 +92,7 @@ function sendOffloadAnswer(res: ServerResponse, rec: RequestRecord): void {
     bytes: rec.bytes,
     checksum: rec.checksum!,
     content_encoding: rec.download!.contentEncoding,
+    ...(rec.download!.storedBytes !== null ? { stored_bytes: rec.download!.storedBytes } : {}),
   };
   res.writeHead(200, { 'content-type': 'application/json', [HEADERS.requestId]: rec.id });
   res.end(JSON.stringify(answer));
