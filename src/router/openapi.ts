@@ -51,6 +51,7 @@ const offloadResponseSchema: z.ZodType<OffloadResponse> = z.object({
   bytes: z.number().int().meta({ description: 'size of the decoded result' }),
   checksum: z.string().meta({ description: 'xxh64 of the decoded result, 16 hex digits' }),
   content_encoding: z.enum(['zstd', 'identity']),
+  stored_bytes: z.number().int().optional().meta({ description: 'size of the stored object (what download_url serves); an addition to the protocol, optional' }),
 });
 const connectorInfoSchema: z.ZodType<ConnectorInfo> = z.object({
   connector_id: z.string(),
