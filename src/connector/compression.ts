@@ -279,7 +279,8 @@ const NO_GAIN = 0.98;
 /**
  * Stops compressing data that does not compress. Random bytes or already compressed files
  * (Parquet, images, archives) cost the whole compression time and are then stored raw anyway
- * (zstdFrameOf): an offload of 100 MB of random bytes spent half its connector CPU on it.
+ * (zstdFrameOf): an offload of 100 MB of random bytes spent three quarters of its connector CPU
+ * on it.
  * After MISSES such chunks in a row the next ones are not tried, except every RETRY_EVERY-th
  * (a result can change character part-way, e.g. a table with a large binary column at the end).
  */

@@ -272,7 +272,11 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     }
     while (ahead.length) await packOldest();
     // An empty result is still one valid zstd stream (some decoders refuse zero bytes).
-    if (bytes === 0 && encoding === 'zstd') await feed(rawZstdFrame(Buffer.alloc(0)));
+    if (bytes === 0 && encoding === 'zstd') {
+      const empty = rawZstdFrame(Buffer.alloc(0));
+      packedWire += empty.length;
+      await feed(empty);
+    }
     const last = packer.end();
     if (last) await put(last);
     await inflight.drain();

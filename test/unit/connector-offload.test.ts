@@ -172,8 +172,9 @@ test('offload: compression none stores the bytes as they are', async () => {
 });
 
 test('offload: an empty result is one part, still a valid zstd stream', async () => {
-  await offload(Buffer.alloc(0), command());
+  const summary = await offload(Buffer.alloc(0), command());
   assert.equal(router.parts.size, 1);
+  assert.equal(summary.storedBytes, object().length, 'the empty frame is what was stored');
   assert.deepEqual(await zstdDecompress(object()), Buffer.alloc(0));
   const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
   assert.deepEqual({ parts: body.parts.length, bytes: body.bytes, checksum: body.checksum }, { parts: 1, bytes: 0, checksum: xxh64(Buffer.alloc(0)) });
