@@ -34,12 +34,16 @@ test('renderTable right-aligns numeric columns only and keeps every row', () => 
 });
 
 test('cpuSeconds and treeCpu read /proc: a busy child counts for its parent tree', async () => {
-  const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 400; while (Date.now() < end);'], { stdio: 'ignore' });
+  // The child burns CPU, then stays alive (idle) until it is killed: a /proc scan on a busy
+  // machine can take longer than a child that exits on its own would live.
+  const child = spawn(process.execPath, ['-e', 'const end = Date.now() + 300; while (Date.now() < end); setTimeout(() => {}, 60_000);'], { stdio: 'ignore' });
   const exited = new Promise((r) => child.on('exit', r));
-  await new Promise((r) => setTimeout(r, 300));
+  await new Promise((r) => setTimeout(r, 500));
+  // Read before the tree, whose total then includes at least both (CPU time only grows).
   const own = await cpuSeconds(child.pid);
-  const tree = await treeCpu(process.pid);
   const self = await cpuSeconds(process.pid);
+  const tree = await treeCpu(process.pid);
+  child.kill();
   await exited;
   assert.ok(own !== null && own > 0.05, `child used CPU: ${own}`);
   assert.ok(tree !== null && self !== null && tree >= self + own! - 0.02, `tree ${tree} ≥ self ${self} + child ${own}`);
