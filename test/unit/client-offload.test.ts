@@ -94,17 +94,23 @@ test('offload: an object that does not match bytes/checksum is CHECKSUM_MISMATCH
   }
 });
 
-test('offload: a large object comes as parallel ranges, decoded in order', async () => {
-  // Frames of several sizes so range edges fall inside frames.
+/**
+ * A zstd object of more than one 8 MiB range: `count` frames of several sizes, compressed and
+ * raw in turn, so range edges fall inside frames.
+ */
+async function bigObject(count = 10): Promise<{ decoded: Buffer; object: Buffer }> {
   const pieces: Buffer[] = [];
   const frames: Buffer[] = [];
-  for (let i = 0; i < 12; i++) {
+  for (let i = 0; i < count; i++) {
     const p = randomBytes(1_000_000 + i * 77_777);
     pieces.push(p);
     frames.push(i % 2 ? rawZstdFrame(p) : await zstdCompress(p));
   }
-  const decoded = Buffer.concat(pieces);
-  const object = Buffer.concat(frames);
+  return { decoded: Buffer.concat(pieces), object: Buffer.concat(frames) };
+}
+
+test('offload: a large object comes as parallel ranges, decoded in order', async () => {
+  const { decoded, object } = await bigObject(12);
   assert.ok(object.length > 8 * 1024 * 1024 + 1, 'more than one range');
   let open = 0;
   let mostOpen = 0;
@@ -142,18 +148,6 @@ test('offload: a large object comes as parallel ranges, decoded in order', async
     await router.close();
   }
 });
-
-/** A zstd object of more than one 8 MiB range, with frames of several sizes. */
-async function bigObject(): Promise<{ decoded: Buffer; object: Buffer }> {
-  const pieces: Buffer[] = [];
-  const frames: Buffer[] = [];
-  for (let i = 0; i < 10; i++) {
-    const p = randomBytes(1_000_000 + i * 77_777);
-    pieces.push(p);
-    frames.push(i % 2 ? rawZstdFrame(p) : await zstdCompress(p));
-  }
-  return { decoded: Buffer.concat(pieces), object: Buffer.concat(frames) };
-}
 
 /**
  * A store that holds back the answer to the first range until another range is asked for (or
