@@ -2,6 +2,9 @@
 // Per command: validate → ack (the lease starts) → queue → resolve the dataset → upload.
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+// Not AbortSignal.any: on Node 20 it cost ~20 µs per call (two per command, 5 % of the
+// connector's CPU on 1 KB results) and keeps signals alive (nodejs/node#54614).
+import { anySignal } from 'any-signal';
 import type { ConnectorConfig } from '../config.js';
 import { createLogger, fingerprint, type Logger } from '../log.js';
 import { CONNECTOR_ERROR_CODES, RelayError, type ConnectorErrorCode } from '../protocol/errors.js';
@@ -125,7 +128,14 @@ function withDeadline(signal: AbortSignal, cmd: Command, log: Logger): { signal:
   }
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Stopped('deadline passed')), Math.min(ms, 2 ** 31 - 1));
-  return { signal: AbortSignal.any([signal, ac.signal]), clear: () => clearTimeout(timer) };
+  const both = anySignal([signal, ac.signal]);
+  return {
+    signal: both,
+    clear: () => {
+      clearTimeout(timer);
+      both.clear();
+    },
+  };
 }
 
 /** The format a dataset file already is, judged by its name: served as stored when asked for. */
@@ -250,9 +260,12 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
     const early = cmd.dataset !== undefined && (cmd.mode !== 'offload' || cmd.offload) ? openSource(cmd, signal) : undefined;
     early?.catch(() => undefined);
     const refused = new AbortController();
+    let unlink = () => {};
     if (early) {
       void acked.then((ok) => ok || refused.abort(new Stopped('the router did not take the ack')));
-      signal = AbortSignal.any([signal, refused.signal]);
+      const linked = anySignal([signal, refused.signal]);
+      unlink = () => linked.clear();
+      signal = linked;
     } else if (!(await acked)) {
       clear();
       return jobSignal.aborted;
@@ -288,6 +301,7 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       if (!(await acked)) return jobSignal.aborted;
       await reportError(cmd.request_id, cmd.attempt, report.code, report.message);
     } finally {
+      unlink();
       clear();
     }
     return true;

@@ -1,6 +1,7 @@
 // At most N uploads of one command in flight, and at most maxBytes of their bodies; the first
 // failure stops the others.
 import { setMaxListeners } from 'node:events';
+import { anySignal } from 'any-signal';
 
 export class InFlight {
   private readonly tasks = new Set<Promise<void>>();
@@ -18,7 +19,8 @@ export class InFlight {
     /** Body bytes in flight at most (one task may always run, whatever its size). */
     readonly maxBytes = Infinity,
   ) {
-    this.signal = AbortSignal.any([parent, this.inner.signal]);
+    // any-signal, as in connector.ts; its listener on the parent goes with the command.
+    this.signal = anySignal([parent, this.inner.signal]);
     // Every upload in flight listens on these (undici, retry sleeps): more than Node's
     // default of 10 is expected here, not a leak.
     setMaxListeners(Math.max(10, limit * 4 + 10), this.signal, parent);

@@ -3,7 +3,7 @@
 // and survive router restarts) plus a hash of the commands not yet acknowledged, which is
 // what a (re)connecting connector is sent first. Hub: the event streams open on this instance.
 import type { ServerResponse } from 'node:http';
-import { randomBytes } from 'node:crypto';
+import { nanoid } from 'nanoid';
 import type { Logger } from '../log.js';
 import type { Command, HelloEvent } from '../protocol/wire.js';
 import type { Bus } from './bus.js';
@@ -174,7 +174,7 @@ export class Hub {
   async open(connector: string, res: ServerResponse, opts: { lastEventId: string | null; version: string | null; concurrency: number | null }): Promise<void> {
     const old = this.sessions.get(connector);
     if (old) this.close(old, 'replaced by a newer stream');
-    const s: Session = { id: `s_${randomBytes(9).toString('base64url')}`, connector, res, backlog: [], echo: new Set(), sent: new Set(), timers: [], closed: false };
+    const s: Session = { id: `s_${nanoid(12)}`, connector, res, backlog: [], echo: new Set(), sent: new Set(), timers: [], closed: false };
     this.sessions.set(connector, s);
     this.metrics.streamsOpened.inc();
     this.metrics.connectorsOnline.set(this.sessions.size);

@@ -7,7 +7,7 @@
 // Fairness: a tenant that was refused recently is "waiting". While another tenant waits, a
 // tenant may take a free slot only below its fair share (limit / tenants holding or waiting),
 // so a tenant flooding requests cannot keep every slot as they free up.
-import { randomBytes } from 'node:crypto';
+import { nanoid } from 'nanoid';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Mode } from '../protocol/wire.js';
@@ -126,7 +126,7 @@ export class Limiter {
 
   /** Takes a slot for a request of `tenant` on `connector`, or throws RATE_LIMITED. */
   async acquire(mode: Mode, tenant: string, connector: string): Promise<Slot> {
-    const lease = `${randomBytes(9).toString('base64url')}`;
+    const lease = nanoid(12); // pooled random bytes, as request ids (requests.ts)
     const leaseMs = Math.round(this.cfg.leaseS * 1000);
     const retryAfterMs = Math.round(this.cfg.retryAfterMs * (1 + Math.random() * 0.5));
     const [verdict, total, mine, share] = await this.r.relayLimitAcquire(

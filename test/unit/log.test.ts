@@ -7,16 +7,28 @@ test('fields that can carry a secret are censored in JSON logs', () => {
   const code = `
     const { createLogger, fingerprint } = await import(${JSON.stringify(new URL('../../src/log.js', import.meta.url).href)});
     const log = createLogger('t', 'info');
-    log.info({ cfg: { token: 'ct_SECRET1', adminToken: 'ad_SECRET2', apiKey: 'rk_SECRET3', s3SecretKey: 'S3SECRET4', port: 8080 }, headers: { authorization: 'Bearer SECRET5' }, fp: fingerprint('ct_SECRET1') }, 'configured');
-    log.flush?.();
+    log.info({ cfg: { token: 'ct_SECRET1', adminToken: 'ad_SECRET2', apiKey: 'rk_SECRET3', s3SecretKey: 'S3SECRET4', port: 8080 }, headers: { authorization: 'Bearer SECRET5' }, req: { headers: { cookie: 'SECRET6', host: 'h' } }, fp: fingerprint('ct_SECRET1') }, 'configured');
   `;
   const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env: { ...process.env, RELAY_LOG_JSON: '1' } });
   assert.equal(r.status, 0, r.stderr);
-  const line = JSON.parse(r.stderr.trim().split('\n').pop()!) as { cfg: Record<string, unknown>; headers: Record<string, unknown>; fp: string; msg: string };
+  const line = JSON.parse(r.stderr.trim().split('\n').pop()!) as { cfg: Record<string, unknown>; headers: Record<string, unknown>; req: { headers: Record<string, unknown> }; fp: string; msg: string };
   assert.equal(line.msg, 'configured');
   assert.doesNotMatch(r.stderr, /SECRET\d/);
   assert.equal(line.cfg.token, '[redacted]');
   assert.equal(line.cfg.port, 8080);
   assert.equal(line.headers.authorization, '[redacted]');
+  assert.deepEqual(line.req.headers, { cookie: '[redacted]', host: 'h' });
   assert.match(line.fp, /^[0-9a-f]{8}$/);
+});
+
+test('censor copies a log line only when it carries a secret, and leaves errors to their serializer', async () => {
+  const { censor } = await import('../../src/log.js');
+  const clean = { request: 'r_x', zstd: { ratio: 0.3 }, bytes: 1 };
+  assert.equal(censor(clean), clean);
+  const err = Object.assign(new Error('boom'), { token: 'kept for the err serializer' });
+  const dirty = { cfg: { port: 1, apiKey: 'rk_1' }, err };
+  const out = censor(dirty);
+  assert.deepEqual(out.cfg, { port: 1, apiKey: '[redacted]' });
+  assert.equal(out.err, err);
+  assert.equal(dirty.cfg.apiKey, 'rk_1', 'the caller object is not changed');
 });
