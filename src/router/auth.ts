@@ -1,6 +1,8 @@
 // Secrets → principals. Secrets are stored as SHA-256 hashes only; lookups are cached for a
-// couple of seconds so the hot upload path does not pay a Redis round trip per chunk, which
-// bounds how long a revoked secret keeps working.
+// couple of seconds so the hot upload path does not pay a Redis round trip per chunk, and a
+// connector's stay resolved while its event stream is open here. A revocation is announced on
+// the bus and drops both at once; the cache's TTL bounds how long a revoked secret keeps
+// working on a router that missed the announcement.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { RelayError } from '../protocol/errors.js';
 import { connectorIdSchema, tenantIdSchema } from '../protocol/wire.js';
@@ -15,10 +17,27 @@ export const sha256 = (s: string): string => createHash('sha256').update(s).dige
 
 const CACHE_TTL_MS = 2000;
 const CACHE_MAX = 10_000;
+const REVOKED_MS = 60_000;
+/**
+ * A pinned secret is looked up again after this long: the bus's revocation event drops it at
+ * once, and this bounds how long a router that missed that event keeps accepting it.
+ */
+const PIN_MS = 60_000;
 
 export class Auth {
   private readonly cache = new Map<string, { principal: Principal | null; expires: number }>();
   private readonly owners = new Map<string, { tenant: string | null; expires: number }>();
+  /**
+   * Connectors with an event stream open here, by secret hash and by id: their acks and uploads
+   * are authenticated, and client requests to them resolved, without Redis. With many connectors
+   * the cache above rarely holds the one a command went to (10,000 connectors: two Redis round
+   * trips per request, one of them before the command is sent). A revoked secret is dropped at
+   * once (forget()), and its stream closed (commands.ts); a pin is checked again every PIN_MS.
+   */
+  private readonly pinned = new Map<string, { principal: Principal; streams: number; verifiedAt: number }>();
+  private readonly liveOwners = new Map<string, { tenant: string; streams: number }>();
+  /** Secrets revoked in the last REVOKED_MS: a stream that authenticated just before is not pinned. */
+  private readonly revoked = new Map<string, number>();
   private readonly adminHash: Buffer | null;
 
   constructor(
@@ -50,11 +69,17 @@ export class Auth {
     const hash = sha256(secret);
     if (this.isAdminHash(hash)) return { kind: 'admin' };
     const now = Date.now();
+    const pin = this.pinned.get(hash);
+    if (pin && now - pin.verifiedAt < PIN_MS) return pin.principal;
     const hit = this.cache.get(hash);
     if (hit && hit.expires > now) return hit.principal;
     const rec = await this.redis.hgetall(keys.secret(hash));
     const principal: Principal | null =
       rec.kind === 'client' || rec.kind === 'connector' ? { kind: rec.kind, tenant: rec.tenant!, id: rec.id! } : null;
+    if (pin && this.pinned.get(hash) === pin) {
+      if (principal) pin.verifiedAt = now;
+      else this.pinned.delete(hash);
+    }
     if (this.cache.size >= CACHE_MAX) this.cache.clear();
     this.cache.set(hash, { principal, expires: now + CACHE_TTL_MS });
     return principal;
@@ -65,6 +90,8 @@ export class Auth {
    * client request asks, and the answer changes only when an operator removes a connector.
    */
   async connectorTenant(id: string): Promise<string | null> {
+    const live = this.liveOwners.get(id);
+    if (live) return live.tenant;
     const now = Date.now();
     const hit = this.owners.get(id);
     if (hit && hit.expires > now) return hit.tenant;
@@ -76,6 +103,38 @@ export class Auth {
 
   forget(secretHash: string): void {
     this.cache.delete(secretHash);
+    this.pinned.delete(secretHash);
+    const now = Date.now();
+    for (const [h, until] of this.revoked) if (until <= now || this.revoked.size >= CACHE_MAX) this.revoked.delete(h);
+    this.revoked.set(secretHash, now + REVOKED_MS);
+  }
+
+  /**
+   * Keeps a connector's secret (its Authorization header) resolved while its event stream is
+   * open; the returned function ends that. A connector's tenant never changes, so its id stays
+   * resolved too until its last stream here closes.
+   */
+  pinStream(header: string | undefined | null, principal: Extract<Principal, { kind: 'connector' }>): () => void {
+    const secret = bearer(header);
+    if (!secret) return () => undefined;
+    const hash = sha256(secret);
+    // Its revocation may have been heard between the lookup and now (the stream is closed by
+    // the connector's id only once open, so it may stay open): not pinned, it expires as cached.
+    if ((this.revoked.get(hash) ?? 0) > Date.now()) return () => undefined;
+    const pin = this.pinned.get(hash) ?? { principal, streams: 0, verifiedAt: Date.now() };
+    pin.streams++;
+    this.pinned.set(hash, pin);
+    const owner = this.liveOwners.get(principal.id) ?? { tenant: principal.tenant, streams: 0 };
+    owner.streams++;
+    this.liveOwners.set(principal.id, owner);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      // The pin may be gone already (revoked) or be another one by now: only this one's count.
+      if (this.pinned.get(hash) === pin && --pin.streams === 0) this.pinned.delete(hash);
+      if (this.liveOwners.get(principal.id) === owner && --owner.streams === 0) this.liveOwners.delete(principal.id);
+    };
   }
 }
 

@@ -108,6 +108,55 @@ test('rotating a connector token (add-connector with a new one) retires the old 
   }
 });
 
+/** A connector call with `token`: the status of an ack for a request that does not exist (401 when the token is not accepted). */
+async function ackStatus(token: string): Promise<number> {
+  const r = await fetch(`${s.routerUrl}/v1/requests/r_nosuchrequest1/ack`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{"attempt":1}' });
+  await r.body?.cancel();
+  return r.status;
+}
+
+test('a connector with its event stream open is authenticated without Redis until the stream closes; revoking it stops it at once', async () => {
+  const id = `cc-pin-${randomBytes(3).toString('hex')}`;
+  const token = `ct_pin_${randomBytes(12).toString('hex')}`;
+  await addConnector(s.redis, s.tenant, id, token);
+  const wire = await new WireConnector(s.routerUrl, token).connect();
+  assert.equal(wire.status, 200);
+  try {
+    assert.notEqual(await ackStatus(token), 401, 'accepted while provisioned');
+    // Its record removed behind the router's back: no lookup can resolve the token any more,
+    // but the open stream keeps it known (the 2 s lookup cache has expired by then).
+    const record = await s.redis.hgetall(`relay:secret:${sha256(token)}`);
+    await s.redis.del(`relay:secret:${sha256(token)}`);
+    await sleep(2200);
+    assert.notEqual(await ackStatus(token), 401, 'still accepted: its stream is open');
+    wire.close();
+    const t0 = Date.now();
+    while ((await ackStatus(token)) !== 401) {
+      assert.ok(Date.now() - t0 < 3000, 'refused once its stream has closed');
+      await sleep(50);
+    }
+    // Back in place, a second stream; a revocation ends it and the token at once.
+    await s.redis.hset(`relay:secret:${sha256(token)}`, record);
+    await sleep(2100); // the refusals above are cached for 2 s too
+    const again = await new WireConnector(s.routerUrl, token).connect();
+    assert.equal(again.status, 200);
+    try {
+      assert.notEqual(await ackStatus(token), 401);
+      const r = await admin('revoke', '--token', token);
+      assert.equal(r.code, 0, r.out);
+      const t1 = Date.now();
+      while ((await ackStatus(token)) !== 401) {
+        assert.ok(Date.now() - t1 < 1000, 'revoked within a second');
+        await sleep(50);
+      }
+    } finally {
+      again.close();
+    }
+  } finally {
+    wire.close();
+  }
+});
+
 test('no secret ever appears in the logs; the connector names its token by fingerprint', async () => {
   const logs = [...s.router.lines, ...(s.connector?.lines ?? [])].join('\n');
   assert.ok(logs.length > 1000, 'there are logs to look at');

@@ -14,8 +14,13 @@ export function eventRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const lastEventId = c.req.header('last-event-id')?.slice(0, 64) ?? null;
     const res = c.env.outgoing;
     const closed = new Promise<void>((r) => res.on('close', r));
-    await deps.hub.open(p.id, res, { lastEventId, version, concurrency: Number.isSafeInteger(concurrency) && concurrency > 0 ? concurrency : null });
-    await closed;
+    const unpin = deps.auth.pinStream(c.req.header('authorization'), p);
+    try {
+      await deps.hub.open(p.id, res, { lastEventId, version, concurrency: Number.isSafeInteger(concurrency) && concurrency > 0 ? concurrency : null });
+      await closed;
+    } finally {
+      unpin();
+    }
     return RESPONSE_ALREADY_SENT;
   });
 }
