@@ -37,14 +37,18 @@ export function censor(fields: Record<string, unknown>, depth = 0): Record<strin
   return out ?? fields;
 }
 
+/** Bytes of log lines waiting for stderr at most. */
+const MAX_PENDING_LOG = 16 * 1024 * 1024;
+
 export function createLogger(name: string, level = process.env.RELAY_LOG_LEVEL ?? 'info'): Logger {
   const pretty = process.stderr.isTTY && !process.env.RELAY_LOG_JSON;
   return pino(
     { name, level, formatters: { log: (o) => censor(o) } },
     // Asynchronous: a line is written by the thread pool, and lines logged while one is being
     // written go together in the next write, instead of one blocking write(2) per line on the
-    // event loop. pino flushes what is left when the process exits.
-    pretty ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } }) : pino.destination({ dest: 2, sync: false }),
+    // event loop. pino flushes what is left when the process exits. A stuck stderr (a full pipe
+    // nobody reads) costs dropped lines past MAX_PENDING_LOG, not unbounded memory.
+    pretty ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } }) : pino.destination({ dest: 2, sync: false, maxLength: MAX_PENDING_LOG }),
   );
 }
 
