@@ -1,6 +1,7 @@
 // Pattern C (PROTOCOL.md §2.1): the result is in the object store; the router hands out a
 // presigned URL, and `bytes`/`checksum` describe the decoded result we must end up with.
 import type { Writable } from 'node:stream';
+import { anySignal } from 'any-signal';
 import type { ClientConfig } from '../config.js';
 import { RelayError, type ClientRequest, type OffloadResponse } from '../protocol/index.js';
 import { DecodeError, OutputError, Sink, decoderFor, eachPiece, type Decoder } from './body.js';
@@ -80,6 +81,7 @@ export const RANGES_IN_FLIGHT = 4;
 
 class RangedDownload {
   private readonly stopper = new AbortController();
+  /** The caller's signal or stop() (any-signal: stop() also takes its listener off the caller's). */
   private readonly signal: AbortSignal;
 
   /** Ranges after the first, asked for before its answer came (the size was known). */
@@ -93,7 +95,7 @@ class RangedDownload {
     /** The object's size if the router said it. */
     private readonly size: number | null = null,
   ) {
-    this.signal = signal ? AbortSignal.any([signal, this.stopper.signal]) : this.stopper.signal;
+    this.signal = anySignal([signal, this.stopper.signal]);
   }
 
   /** Ends the ranges still under way (after a failure; a no-op once all arrived). */
