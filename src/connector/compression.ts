@@ -219,10 +219,12 @@ export class CompressionChooser {
       const ms = Math.min(q.closedAt - Math.max(prevEnd, q.firstAt), q.busyMs);
       // Nothing added: it was accepted before the phase ahead of it closed (raw chunks do not
       // wait for a compressor, so a raw try overtakes the compressed phase it follows). Its own
-      // busy time, queue included, then bounds its throughput from below. Dropping the sample
-      // instead left raw on its first, cold, estimate for many requests (bench: 85 MB/s against
+      // busy time, queue included, bounds its throughput from below, so it may raise its
+      // encoding's estimate, never lower it (under load that time is mostly queue). Dropping it
+      // always left raw on its first, cold, estimate for many requests (bench: 85 MB/s against
       // zstd's 150-215 through seven 100 MB streams in a row).
-      const rate = ms > 0 ? q.bytes / ms : q.busyMs > 0 ? q.bytes / q.busyMs : 0;
+      const own = q.busyMs > 0 ? q.bytes / q.busyMs : 0;
+      const rate = ms > 0 ? q.bytes / ms : own > (this.rate(q.encoding) ?? 0) ? own : 0;
       if (rate > 0) {
         const list = this.samples[q.encoding];
         list.push(rate);
