@@ -221,7 +221,7 @@ export class CompressionChooser {
       // wait for a compressor, so a raw try overtakes the compressed phase it follows). Its own
       // busy time, queue included, bounds its throughput from below, so it may raise its
       // encoding's estimate, never lower it (under load that time is mostly queue). Dropping it
-      // always left raw on its first, cold, estimate for many requests (bench: 85 MB/s against
+      // always left raw on its first, cold, estimate for many requests (a probe: 85 MB/s against
       // zstd's 150-215 through seven 100 MB streams in a row).
       const own = q.busyMs > 0 ? q.bytes / q.busyMs : 0;
       const rate = ms > 0 ? q.bytes / ms : own > (this.rate(q.encoding) ?? 0) ? own : 0;
