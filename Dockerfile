@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 # Relay: one image for `relay router` and `relay connector` (docker-compose.yml picks the command).
 
-# ---- build: dependencies, the zstd addon (against Debian's libzstd), tsc ----
+# ---- build: dependencies, the zstd addons (see scripts/build-zstd.sh), tsc ----
 FROM node:20-bookworm-slim AS build
-# node-gyp needs python3, make and g++; the addon links against libzstd (see scripts/build-zstd.sh).
+# node-gyp needs python3, make and g++; @mongodb-js/zstd links against libzstd, zstd-napi compiles
+# the zstd sources it ships (see scripts/build-zstd.sh).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libzstd-dev python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
@@ -15,7 +16,7 @@ COPY scripts ./scripts
 COPY bin ./bin
 COPY src ./src
 COPY web ./web
-# postinstall: scripts/build-zstd.sh (zstd addon) and `npm run build` (tsc → dist/)
+# postinstall: scripts/build-zstd.sh (zstd addons) and `npm run build` (tsc → dist/)
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 RUN npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 

@@ -1,11 +1,11 @@
 # shellcheck shell=bash
 # Node dependencies and the build (source this file; it defines functions only).
 #
-#   ensure_build_tools  python3, make, g++ and libzstd-dev (node-gyp builds the zstd addon with
+#   ensure_build_tools  python3, make, g++ and libzstd-dev (node-gyp builds the zstd addons with
 #                       them); installed with apt only when missing.
 #   ensure_node_deps    node_modules missing or older than package-lock.json → `npm ci` (its
-#                       postinstall builds the zstd addon and runs tsc); otherwise make sure the
-#                       addon is built and run `npm run build`, so dist/ matches the sources.
+#                       postinstall builds the zstd addons and runs tsc); otherwise make sure the
+#                       addons are built and run `npm run build`, so dist/ matches the sources.
 
 _relay_deps_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=scripts/lib/apt.sh

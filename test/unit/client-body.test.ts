@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { Sink, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
+import { DecodeError, Sink, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
 import { rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
 import { collector } from './client-fake-router.js';
 
@@ -69,22 +69,61 @@ test('ZstdDecoder: many frames fed byte-unaligned come out in order; skippable f
   assert.equal(sink.bytes, expected.length);
 });
 
-test('ZstdDecoder: a read full of tiny frames does not start them all while the output is stuck', async () => {
+test('ZstdDecoder: a read full of tiny frames stops decoding while the output is stuck', async () => {
   const zeros = await zstdCompress(Buffer.alloc(512 * 1024));
   assert.ok(zeros.length < 1000);
   const all = Buffer.concat(Array.from({ length: 1000 }, () => zeros)); // 500 MiB decoded
   const { Writable } = await import('node:stream');
   const stuck = new Writable({ highWaterMark: 1024, write: () => undefined });
   const sink = new Sink(stuck, null);
-  const dec = new ZstdDecoder(sink, 4);
+  const dec = new ZstdDecoder(sink);
   const p = dec.push(all);
-  p?.catch(() => undefined);
+  assert.ok(p, 'the decoder waits for the output');
+  p.catch(() => undefined);
   await new Promise((r) => setTimeout(r, 300));
-  const pending = (dec as unknown as { pending: unknown[] }).pending.length;
-  assert.ok(pending <= 4, `${pending} frames decoded or decoding at once`);
   // The sink waits for its output once that holds 1 MiB (Sink.write): two frames of 512 KiB.
   assert.equal(sink.bytes, 1024 * 1024);
   stuck.destroy();
+});
+
+test('ZstdDecoder: a frame without a declared size, or larger than a chunk, is decoded as a stream in pieces', async () => {
+  const { CompressStream } = await import('zstd-napi');
+  const data = Buffer.from('0123456789,abcdef\n'.repeat(600_000)); // 10.8 MB: over MAX_CHUNK_SIZE
+  const streamed: Buffer[] = [];
+  const cs = new CompressStream();
+  cs.on('data', (b: Buffer) => streamed.push(b));
+  await new Promise<void>((resolve, reject) => cs.end(data, () => resolve()).on('error', reject));
+  const frame = Buffer.concat(streamed);
+  assert.equal(frame[4]! >> 6, 0, 'no content size in the header');
+  const sized = await zstdCompress(data); // declares 10.8 MB
+  for (const encoded of [frame, sized]) {
+    const writes: number[] = [];
+    const { Writable } = await import('node:stream');
+    const out = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        writes.push(chunk.length);
+        cb();
+      },
+    });
+    const sink = new Sink(out, null);
+    const dec = new ZstdDecoder(sink);
+    for (let o = 0; o < encoded.length; o += 65536) {
+      const w = dec.push(encoded.subarray(o, o + 65536));
+      if (w) await w;
+    }
+    await dec.end();
+    assert.equal(sink.checksum(), xxh64(data));
+    assert.ok(Math.max(...writes) <= 1 << 20, `pieces of at most 1 MiB, got ${Math.max(...writes)}`);
+  }
+});
+
+test('ZstdDecoder: a frame that does not decode to its declared size is a DecodeError', async () => {
+  const z = await zstdCompress(Buffer.from('abc,def\n'.repeat(10_000)));
+  assert.equal(z[4]! & 0xe0, 0xa0, 'single segment, 4-byte content size');
+  z.writeUInt32LE(1000, 5);
+  const { out } = collector();
+  const dec = new ZstdDecoder(new Sink(out, null));
+  assert.throws(() => dec.push(z), (err: Error) => err instanceof DecodeError && /invalid zstd frame/.test(err.message));
 });
 
 test('Sink: a Writable with a small buffer gets the pieces that queue behind a write in one writev, and is waited for only at 1 MiB', async () => {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { encodeChunk, decodeChunk, rawZstdFrame, rawZstdFramePieces, zstdDecompress, zstdCompress, ZstdFrameSplitter } from '../../src/protocol/codec.js';
 import { xxh64, Xxh64Stream } from '../../src/protocol/checksum.js';
+import { RelayError } from '../../src/protocol/errors.js';
 
 test('xxh64 matches the reference value and the streaming form', () => {
   // Reference: xxh64("", seed 0) = ef46db3751d8e999
@@ -23,6 +24,28 @@ test('encodeChunk compresses text and keeps random bytes raw', async () => {
   assert.equal(r.encoding, 'identity');
   assert.equal(r.body, rnd);
   await assert.rejects(decodeChunk(z.body, 'zstd', 5), /decoded/);
+});
+
+/** A zstd frame of RLE blocks without a content size: 4 bytes for every 128 KiB it decodes to. */
+function rleBomb(blocks: number): Buffer {
+  // Frame header: no content size, not single segment; window 2^27 (128 MiB).
+  const head = Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88]);
+  const body = Buffer.alloc(blocks * 4);
+  for (let i = 0; i < blocks; i++) {
+    body.writeUIntLE((i === blocks - 1 ? 1 : 0) | (1 << 1) | ((128 * 1024) << 3), i * 4, 3);
+    body[i * 4 + 3] = 0x41;
+  }
+  return Buffer.concat([head, body]);
+}
+
+test('decodeChunk stops at the declared length: a frame that inflates far beyond it is refused, not decoded', async () => {
+  // 80 KB that decode to 2.6 GB. The decoder before zstd-napi inflated it whole (5 GB RSS, 38 s).
+  const bomb = rleBomb(20_000);
+  const before = process.memoryUsage().rss;
+  await assert.rejects(decodeChunk(bomb, 'zstd', 512 * 1024), (err: Error) => err instanceof RelayError && err.code === 'BAD_REQUEST' && /decoded to more than the 524288 bytes/.test(err.message));
+  assert.ok(process.memoryUsage().rss - before < 64 * 1024 * 1024, 'no more than a few pieces were decoded');
+  // The same kind of frame (no content size) within its declared length decodes as a stream.
+  assert.deepEqual(await decodeChunk(rleBomb(3), 'zstd', 3 * 128 * 1024), Buffer.alloc(3 * 128 * 1024, 0x41));
 });
 
 test('rawZstdFrame is a valid zstd frame for empty, small and multi-block inputs', async () => {
