@@ -229,6 +229,8 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
   // this connector and its link, not of one command (a result of a chunk or two would otherwise
   // always be compressed while the chooser warms up).
   const routerCompression = new CompressionChooser(cfg.zstdMode, { base: cfg.zstdLevel });
+  /** The zstd level the last offload ended at (OffloadLevel): the store link is likely the same. */
+  let lastOffloadLevel = cfg.zstdLevel;
 
   const execute = async (cmd: Command, signal: AbortSignal, renew: () => void, opened?: Promise<ChunkSource>): Promise<ResultSummary> => {
     // (run() opens nothing early for such a command.)
@@ -238,11 +240,19 @@ export async function startConnector(cfg: ConnectorConfig, log: Logger = createL
       // Offload always compresses: the object is stored and downloaded later, and an S3 store
       // handles fewer bytes faster (measured: raw made loopback offload slower, bench/RESULTS.md).
       const compression = cmd.compression !== 'zstd' ? new CompressionChooser('never') : cmd.mode === 'offload' ? new CompressionChooser('always', { base: cfg.zstdLevel }) : routerCompression;
+      if (cmd.mode !== 'offload') {
+        const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel: cfg.zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
+        return await uploadResult(ctx, source);
+      }
       // The store is reached over the same uplink as the router: what the router uploads
-      // measured about it sets the offload's level.
-      const zstdLevel = cmd.mode === 'offload' ? routerCompression.level() : cfg.zstdLevel;
-      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel, compression, parallel: cfg.uploadParallel, inflightBytes: cfg.uploadBytes, renew, metrics };
-      return cmd.mode === 'offload' ? await offloadResult(ctx, source) : await uploadResult(ctx, source);
+      // measured about it, or the level the last offload ended at, sets the first level; then
+      // OffloadLevel follows this upload's own pipeline.
+      const adapt = cfg.zstdMode === 'auto';
+      const zstdLevel = adapt ? Math.max(routerCompression.level(), lastOffloadLevel) : cfg.zstdLevel;
+      const ctx: UploadContext = { http, cmd, signal, log, policy, zstdLevel, adaptLevel: adapt, compression, parallel: cfg.uploadParallel, renew, metrics };
+      const summary = await offloadResult(ctx, source);
+      if (adapt && summary.zstdLevel !== undefined) lastOffloadLevel = summary.zstdLevel;
+      return summary;
     } finally {
       await source.close();
     }

@@ -15,6 +15,8 @@ export interface UploadContext {
   policy: RetryPolicy;
   /** zstd level of offload parts (stream and sync chunks: the chooser's Choice.level). */
   zstdLevel: number;
+  /** Offload: let the level follow the pipeline from zstdLevel (OffloadLevel; RELAY_ZSTD=auto). */
+  adaptLevel?: boolean;
   /** Which chunks of this command are compressed (measured per command when 'auto'). */
   compression: CompressionChooser;
   /** Uploads in flight at once for this command. */
@@ -38,7 +40,7 @@ export interface ResultSummary {
   sentChunks?: number;
   /** Decoded bytes uploaded by this attempt. */
   sentBytes?: number;
-  /** Offload: the zstd level of the stored frames (the chooser raises it on a slow uplink). */
+  /** Offload: the zstd level of the last stored frames (raised on a slow uplink: OffloadLevel). */
   zstdLevel?: number;
   /** Offload: bytes stored, i.e. put on the uplink. */
   storedBytes?: number;

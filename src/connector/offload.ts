@@ -9,7 +9,7 @@ import { requestPath, retryLogger, type ResultSummary, type UploadContext } from
 import { HttpError, isOk } from './http.js';
 import { GrowingPart } from './growing-part.js';
 import { InFlight } from './inflight.js';
-import { ShrinkWatch } from './compression.js';
+import { OffloadLevel, ShrinkWatch } from './compression.js';
 import { Lent, sharedPool, type BufferPool, type Lease } from '../protocol/buffer-pool.js';
 import type { ChunkSource } from './sources/file.js';
 
@@ -212,7 +212,10 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     // The caller (feed) holds a free slot: part 1 takes it now.
     inflight.launch((s) =>
       putGrowing(ctx, urls, g, s)
-        .then((etag) => void etags.set(1, etag))
+        .then((etag) => {
+          etags.set(1, etag);
+          level?.stored(partSize);
+        })
         .finally(() => g.done && packer.release(g.done)),
     );
   };
@@ -228,7 +231,10 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     await inflight.slot();
     inflight.launch((s) =>
       putPart(ctx, urls, n, body, s)
-        .then((etag) => void etags.set(n, etag))
+        .then((etag) => {
+          etags.set(n, etag);
+          level?.stored(body.length);
+        })
         .finally(() => packer.release(body)),
     );
   };
@@ -236,9 +242,10 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   // store handles fewer bytes faster; the chooser is asked all the same (mode 'never' says no).
   // Data that does not compress is soon no longer tried (ShrinkWatch).
   const shrink = new ShrinkWatch();
+  const level = ctx.adaptLevel ? new OffloadLevel(ctx.zstdLevel, partSize, { base: ctx.compression.base }) : null;
   const frame = async (decoded: Buffer): Promise<Buffer> => {
     const tried = ctx.compression.choose().compress && decoded.length > 0 && shrink.worthTrying();
-    const framed = await zstdFrameOf(decoded, ctx.zstdLevel, tried);
+    const framed = await zstdFrameOf(decoded, level?.level ?? ctx.zstdLevel, tried);
     if (tried) shrink.saw(decoded.length, framed.length);
     return framed;
   };
@@ -258,6 +265,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     packedWire += wire.length;
     packedDecoded += decoded.length;
     await feed(wire);
+    level?.packed(wire.length);
     // The packer has copied it (and the frame was made from it).
     source.release?.(decoded);
   };
@@ -285,7 +293,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     throw err;
   }
 
-  const summary: ResultSummary = { bytes, chunks: partNo, checksum: hash.digest(), storedBytes: packedWire, ...(encoding === 'zstd' ? { zstdLevel: ctx.zstdLevel } : {}) };
+  const summary: ResultSummary = { bytes, chunks: partNo, checksum: hash.digest(), storedBytes: packedWire, ...(encoding === 'zstd' ? { zstdLevel: level?.level ?? ctx.zstdLevel } : {}) };
   const parts = [...etags.entries()].sort(([a], [b]) => a - b).map(([part, etag]) => ({ part, etag }));
   const complete = { attempt: cmd.attempt, parts, bytes, checksum: summary.checksum, content_encoding: encoding };
   await http.send('offload/complete', () => http.postJson(`${requestPath(cmd.request_id)}/offload/complete`, complete, signal), {

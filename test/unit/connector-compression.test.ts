@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CompressionChooser, ShrinkWatch, SMALL_CHUNK_BYTES, type Choice } from '../../src/connector/compression.js';
+import { CompressionChooser, OffloadLevel, ShrinkWatch, SMALL_CHUNK_BYTES, type Choice } from '../../src/connector/compression.js';
 
 const CHUNK = 512 * 1024;
 const LEVEL_SPEED: Record<number, number> = { 1: 1, 3: 0.85, 6: 0.3 };
@@ -299,4 +299,49 @@ test('ShrinkWatch: data that zstd does not shrink stops being tried after 4 chun
   const y = new ShrinkWatch();
   for (let i = 0; i < 4; i++) y.saw(CHUNK, Math.floor(CHUNK * 0.97));
   assert.equal(y.worthTrying(), true);
+});
+
+test('OffloadLevel: up a rung while the store is over two parts behind and the CPU idle, down once it keeps up, within the ladder', () => {
+  const PART = 5 * 1024 * 1024;
+  const FRAME = 150_000; // a 512 KiB chunk at ~0.29
+  let idle: number | null = null;
+  const l = new OffloadLevel(1, PART, { base: 1, idleShare: () => idle });
+  const pack = (chunks: number) => {
+    for (let i = 0; i < chunks; i++) l.packed(FRAME);
+  };
+  // Far behind, but the idle share is not known yet: no climb.
+  pack(80);
+  assert.equal(l.level, 1);
+  // Known but under 15 %: a busy machine keeps its level, however slow the link looks.
+  idle = 0.1;
+  pack(8);
+  assert.equal(l.level, 1);
+  idle = 0.5;
+  pack(8);
+  assert.equal(l.level, 3);
+  pack(8);
+  assert.equal(l.level, 6);
+  pack(8);
+  assert.equal(l.level, 6, 'the top of the ladder');
+  // The store catches up: under one part behind.
+  l.stored(112 * FRAME - PART / 2);
+  pack(8);
+  assert.equal(l.level, 3);
+  l.stored(8 * FRAME);
+  pack(8);
+  assert.equal(l.level, 1);
+  l.stored(8 * FRAME);
+  pack(8);
+  assert.equal(l.level, 1, 'never below the base');
+});
+
+test('OffloadLevel: starts at the level it is given (snapped to the ladder) and does not step down before a part is stored', () => {
+  const PART = 5 * 1024 * 1024;
+  assert.equal(new OffloadLevel(6, PART, { base: 1, idleShare: () => 0.5 }).level, 6);
+  assert.equal(new OffloadLevel(4, PART, { base: 1, idleShare: () => 0.5 }).level, 3);
+  assert.equal(new OffloadLevel(1, PART, { base: 3, idleShare: () => 0.5 }).level, 3);
+  const l = new OffloadLevel(6, PART, { base: 1, idleShare: () => 0.5 });
+  // The first chunks: little is behind only because little was packed.
+  for (let i = 0; i < 16; i++) l.packed(150_000);
+  assert.equal(l.level, 6);
 });
