@@ -116,7 +116,11 @@ class PartUrls {
   private readonly urls = new Map<number, { url: string; freshUntil: number }>();
   private readonly pending = new Map<number, Promise<void>>();
 
-  constructor(private readonly ctx: UploadContext) {}
+  constructor(private readonly ctx: UploadContext) {
+    // This router sends the first parts' URLs with the command (docs/protocol.md, gap list).
+    const off = ctx.cmd.offload;
+    if (off?.urls) this.store(off.urls, off.expires_at);
+  }
 
   async get(part: number, signal: AbortSignal): Promise<string> {
     for (let tries = 0; tries < 3; tries++) {
@@ -127,10 +131,29 @@ class PartUrls {
     throw new RelayError('CONNECTOR_ERROR', `offload/parts gave no usable URL for part ${part}`);
   }
 
-  /** Asks for the first batch now: the first part then finds its URL instead of waiting a round trip for it. */
+  /**
+   * Asks for the first batch of parts without a URL now: the first part then finds its URL
+   * instead of waiting a round trip for it (the next ones, when the command brought the first).
+   */
   prefetch(signal: AbortSignal): void {
-    // A failure is seen by the first get(), which awaits the same call.
-    this.fetch(1, signal).catch(() => undefined);
+    let first = 1;
+    while ((this.urls.get(first)?.freshUntil ?? 0) > Date.now()) first++;
+    // A failure is seen by the get() that needs it, which awaits the same call.
+    this.fetch(first, signal).catch(() => undefined);
+  }
+
+  /** Keeps URLs until a margin before `expires` (30 s, or half a short life). */
+  private store(urls: Record<string, string>, expires: string | undefined): void {
+    const parsed = Date.parse(String(expires ?? ''));
+    // Without a usable expiry, assume a short life; a 403 makes us ask again anyway.
+    const got = Date.now();
+    const expiresAt = Number.isNaN(parsed) ? got + 5 * 60_000 : parsed;
+    // Short-lived URLs (a router configured with a TTL under a minute) are used for half their life.
+    const freshUntil = expiresAt - Math.min(URL_MARGIN_MS, Math.max(0, expiresAt - got) / 2);
+    for (const [k, url] of Object.entries(urls)) {
+      const n = Number(k);
+      if (Number.isInteger(n) && typeof url === 'string' && url) this.urls.set(n, { url, freshUntil });
+    }
   }
 
   invalidate(part: number): void {
@@ -145,6 +168,7 @@ class PartUrls {
       const hit = this.urls.get(p);
       if (!this.pending.has(p) && !(hit && hit.freshUntil > now)) parts.push(p);
     }
+    if (parts.length === 0) return Promise.resolve();
     const job = (async () => {
       const res = await http.send('offload/parts', () => http.postJson(`${requestPath(cmd.request_id)}/offload/parts`, { attempt: cmd.attempt, parts }, signal), {
         signal,
@@ -154,16 +178,7 @@ class PartUrls {
       });
       this.ctx.renew();
       const body = res.data as Partial<OffloadPartsResponse> | undefined;
-      const parsed = Date.parse(String(body?.expires_at ?? ''));
-      // Without a usable expiry, assume a short life; a 403 makes us ask again anyway.
-      const got = Date.now();
-      const expiresAt = Number.isNaN(parsed) ? got + 5 * 60_000 : parsed;
-      // Short-lived URLs (a router configured with a TTL under a minute) are used for half their life.
-      const freshUntil = expiresAt - Math.min(URL_MARGIN_MS, Math.max(0, expiresAt - got) / 2);
-      for (const [k, url] of Object.entries(body?.urls ?? {})) {
-        const n = Number(k);
-        if (Number.isInteger(n) && typeof url === 'string' && url) this.urls.set(n, { url, freshUntil });
-      }
+      this.store(body?.urls ?? {}, body?.expires_at);
     })();
     const settled = job.finally(() => {
       for (const p of parts) if (this.pending.get(p) === settled) this.pending.delete(p);

@@ -114,7 +114,16 @@ export const commandSchema = z.object({
   compression: z.enum(['zstd', 'none']),
   resume_from: nonNegInt,
   deadline: z.string(),
-  offload: z.object({ upload_id: z.string(), key: z.string(), part_size: z.number().int().positive() }).optional(),
+  offload: z
+    .object({
+      upload_id: z.string(),
+      key: z.string(),
+      part_size: z.number().int().positive(),
+      // An addition of this router: the first parts' URLs, as offload/parts would answer them.
+      urls: z.record(z.string(), z.string()).optional(),
+      expires_at: z.string().optional(),
+    })
+    .optional(),
 });
 export type Command = z.infer<typeof commandSchema>;
 

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import * as Minio from 'minio';
 import type { Logger } from '../log.js';
+import type { OffloadPartsResponse } from '../protocol/wire.js';
 
 export interface StorageConfig {
   endpoint: string;
@@ -98,6 +99,13 @@ export class Storage {
 
   presignPart(key: string, uploadId: string, part: number, expiresS: number): Promise<string> {
     return this.signer.presignedUrl('PUT', this.cfg.bucket, key, expiresS, { partNumber: String(part), uploadId });
+  }
+
+  /** Part URLs as offload/parts answers them (also sent ahead in an offload command). */
+  async presignParts(key: string, uploadId: string, parts: Iterable<number>, expiresS: number): Promise<OffloadPartsResponse> {
+    const urls: Record<string, string> = {};
+    for (const part of new Set(parts)) urls[String(part)] = await this.presignPart(key, uploadId, part, expiresS);
+    return { urls, expires_at: new Date(Date.now() + expiresS * 1000).toISOString() };
   }
 
   async completeMultipart(key: string, uploadId: string, parts: { part: number; etag: string }[]): Promise<number> {

@@ -186,6 +186,26 @@ describe('stream request', () => {
   });
 });
 
+describe('offload request', () => {
+  test('the command brings URLs for parts 1-4 that the object store takes; the answer follows complete', async () => {
+    const answer = client('offload', { connector: s.connectorId, dataset: 'x.bin' });
+    const { data: cmd } = await wire.command();
+    const off = (cmd as unknown as { offload: { urls: Record<string, string>; expires_at: string; part_size: number } }).offload;
+    assert.deepEqual(Object.keys(off.urls).sort(), ['1', '2', '3', '4']);
+    assert.ok(Date.parse(off.expires_at) > Date.now() + 60_000, 'good for the part URL lifetime');
+    await wire.post(`/v1/requests/${cmd.request_id}/ack`, { attempt: 1 });
+    const data = randomBytes(10_000);
+    const put = await fetch(off.urls['1']!, { method: 'PUT', body: new Uint8Array(data) });
+    assert.equal(put.status, 200, 'a part URL from the command is accepted by the store');
+    const etag = put.headers.get('etag')!;
+    const done = await wire.post(`/v1/requests/${cmd.request_id}/offload/complete`, { attempt: 1, parts: [{ part: 1, etag }], bytes: data.length, checksum: xxh64(data), content_encoding: 'identity' });
+    assert.equal(done.status, 204);
+    const body = (await (await answer).body.json()) as { download_url: string; bytes: number };
+    assert.equal(body.bytes, data.length);
+    assert.deepEqual(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()), data);
+  });
+});
+
 describe('delivery', () => {
   test('a reconnecting connector gets every command not yet acknowledged', async () => {
     const pending = client('sync', { connector: s.connectorId, dataset: 'z.txt', timeout_s: 30 });

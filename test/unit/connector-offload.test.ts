@@ -156,6 +156,28 @@ test('offload: parts of part_size to presigned URLs, ETags kept, one valid zstd 
   assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
 });
 
+test('offload: URLs that came with the command are used at once; offload/parts is asked only for the parts after them', async () => {
+  const data = randomBytes(17 * 1024 * 1024); // 4 parts: 3 sent with the command, the 4th asked for
+  const urls: Record<string, string> = {};
+  for (const p of [1, 2, 3]) urls[String(p)] = `${router.url}/s3/part/${p}?exp=cmd`;
+  const cmd = command({ offload: { upload_id: 'up-1', key: 'results/x', part_size: MIN_PART_SIZE, urls, expires_at: new Date(Date.now() + 3_600_000).toISOString() } });
+  // offload/parts answers slowly: the first PUT must not wait for it.
+  let partsAnswered = Infinity;
+  router.faults.push(async (r) => {
+    if (!r.path.endsWith('/offload/parts')) return undefined;
+    await new Promise((ok) => setTimeout(ok, 300));
+    partsAnswered = Date.now();
+    return undefined;
+  });
+  await offload(data, cmd);
+  assert.deepEqual(await zstdDecompress(object()), data);
+  const firstPut = router.arrivals.find((a) => a.method === 'PUT' && a.path === '/s3/part/1');
+  assert.ok(firstPut && firstPut.at < partsAnswered, 'part 1 was on its way before offload/parts answered');
+  const asks = router.find((r) => r.path.endsWith('/offload/parts'));
+  assert.equal(asks.length, 1);
+  assert.equal(asks[0]!.json.parts[0], 4, 'asked from the first part without a URL');
+});
+
 test('offload: compressible data shrinks into one part', async () => {
   const data = Buffer.from('id,region,amount\n1,north,10.5\n'.repeat(300_000));
   await offload(data, command());

@@ -22,10 +22,7 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const body = await readJson(c.env.incoming, JSON_LIMIT, offloadPartsSchema);
     if ((await requests.guard(id, p.id, body.attempt, 'upload')) === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
     const off = await offloadOf(id);
-    const ttl = cfg.partUrlTtlS;
-    const urls: Record<string, string> = {};
-    for (const part of new Set(body.parts)) urls[String(part)] = await storage.presignPart(off.key, off.uploadId, part, ttl);
-    return c.json({ urls, expires_at: new Date(Date.now() + ttl * 1000).toISOString() });
+    return c.json(await storage.presignParts(off.key, off.uploadId, body.parts, cfg.partUrlTtlS));
   });
 
   app.post('/v1/requests/:id/offload/complete', async (c) => {
