@@ -23,7 +23,8 @@ const modules: Record<string, string> = {
   status: './status.js',
 };
 const sub = process.argv[2];
-const wanted = sub !== undefined && Object.hasOwn(modules, sub) ? [modules[sub]!] : [...new Set(Object.values(modules))];
+// `relay --version` needs none of them (1.6 s with all loaded, 0.15 s without).
+const wanted = sub === '--version' || sub === '-V' ? [] : sub !== undefined && Object.hasOwn(modules, sub) ? [modules[sub]!] : [...new Set(Object.values(modules))];
 for (const m of wanted) ((await import(m)) as { register(p: Command): void }).register(program);
 
 await program.parseAsync(process.argv);

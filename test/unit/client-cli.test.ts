@@ -160,3 +160,17 @@ test('cli: offload --url-only prints the presigned URL on stdout', async () => {
     await router.close();
   }
 });
+
+test('cli: --version and -V print the package version; --help lists every command', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const bin = join(import.meta.dirname, '../../../bin/relay.js');
+  const { version } = JSON.parse(await readFile(join(import.meta.dirname, '../../../package.json'), 'utf8')) as { version: string };
+  for (const flag of ['--version', '-V']) {
+    const r = spawnSync(process.execPath, [bin, flag], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), version);
+  }
+  const help = spawnSync(process.execPath, [bin, '--help'], { encoding: 'utf8' });
+  assert.equal(help.status, 0, help.stderr);
+  for (const cmd of ['router', 'connector', 'request-sync', 'request-stream', 'request-offload', 'admin', 'demo', 'status']) assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
+});
