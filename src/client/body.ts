@@ -2,7 +2,7 @@
 // hashed as they pass, written with backpressure, never held whole in memory.
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RelayError, Xxh64Stream, ZstdFrameSplitter, zstdFrameDecoded } from '../protocol/index.js';
+import { MAX_CHUNK_SIZE, RelayError, Xxh64Stream, ZstdFrameSplitter, ZstdFrameStream, zstdFrameDecoded } from '../protocol/index.js';
 import { describe } from './http.js';
 
 export type ProgressFn = (bytesSoFar: number, total: number | null) => void;
@@ -146,23 +146,60 @@ export class TruncatedError extends Error {
 }
 
 /**
+ * A frame still incomplete with this many bytes held is decoded as it arrives instead of whole:
+ * a chunk's frame is at most MAX_CHUNK_SIZE, but PROTOCOL.md §3.4 allows an offload object to be
+ * any zstd stream, one frame of gigabytes included.
+ */
+const HOLD_MAX = MAX_CHUNK_SIZE + 64 * 1024;
+
+/**
  * Concatenated zstd frames (one per chunk, PROTOCOL.md §3.3) decoded frame by frame as they
  * complete, on this thread (zstdFrameDecoded: ~1 ms per 512 KiB frame), and written in order;
- * a full `out` stops the decoding and the reading from the socket until it drains.
+ * a full `out` stops the decoding and the reading from the socket until it drains. A frame
+ * larger than HOLD_MAX is decoded as a stream (ZstdFrameStream), so memory stays bounded.
  */
 export class ZstdDecoder implements Decoder {
   private readonly splitter = new ZstdFrameSplitter();
+  /** The oversized frame being decoded as it arrives, if any. */
+  private stream: ZstdFrameStream | null = null;
 
   constructor(private readonly sink: Sink) {}
 
   push(chunk: Buffer): Promise<void> | undefined {
+    if (this.stream) return this.feedStream(this.stream, chunk);
     let frames: Buffer[][];
     try {
       frames = this.splitter.pushPieces(chunk);
     } catch (err) {
       throw new DecodeError(`invalid zstd stream: ${describe(err)}`);
     }
-    return this.writeFrames(frames, 0);
+    const w = this.writeFrames(frames, 0);
+    if (this.splitter.pending <= HOLD_MAX) return w;
+    return w ? w.then(() => this.startStream()) : this.startStream();
+  }
+
+  private startStream(): Promise<void> | undefined {
+    this.stream = new ZstdFrameStream();
+    return this.pushAll(this.splitter.takePending(), 0);
+  }
+
+  private pushAll(pieces: Buffer[], from: number): Promise<void> | undefined {
+    for (let i = from; i < pieces.length; i++) {
+      const w = this.push(pieces[i]!);
+      if (w) return w.then(() => this.pushAll(pieces, i + 1));
+    }
+    return undefined;
+  }
+
+  private feedStream(stream: ZstdFrameStream, piece: Buffer): Promise<void> | undefined {
+    const w = this.writePieces(guarded(stream.feed(piece)));
+    const next = (): Promise<void> | undefined => {
+      if (stream.rest === null) return undefined;
+      // The frame ended in this piece: what follows is the next frame's.
+      this.stream = null;
+      return stream.rest.length ? this.push(stream.rest) : undefined;
+    };
+    return w ? w.then(next) : next();
   }
 
   /** Returns a promise only when `out` asked us to wait; the rest follows once it drained. */
@@ -184,10 +221,20 @@ export class ZstdDecoder implements Decoder {
 
   async end(): Promise<void> {
     try {
+      if (this.stream) throw new Error('zstd stream truncated inside a frame');
       this.splitter.end();
     } catch (err) {
       throw new TruncatedError(describe(err));
     }
+  }
+}
+
+/** A decoder's failures as DecodeError (corrupt data, not a short read). */
+function* guarded(pieces: Iterable<Buffer>): Generator<Buffer, void, undefined> {
+  try {
+    yield* pieces;
+  } catch (err) {
+    throw new DecodeError(`invalid zstd frame: ${describe(err)}`);
   }
 }
 
@@ -200,11 +247,7 @@ function* decodedPieces(pieces: Buffer[]): Generator<Buffer, void, undefined> {
   if ((new PieceCursor(pieces).u32() & 0xfffffff0) === 0x184d2a50) return;
   const stored = storedBlocks(pieces);
   if (stored) return yield* stored;
-  try {
-    yield* zstdFrameDecoded(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces));
-  } catch (err) {
-    throw new DecodeError(`invalid zstd frame: ${describe(err)}`);
-  }
+  yield* guarded(zstdFrameDecoded(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)));
 }
 
 /** Reads a frame spread over the pieces it arrived in, without joining them. */

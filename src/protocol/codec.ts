@@ -100,22 +100,43 @@ export function* zstdFrameDecoded(frame: Buffer, limit = Infinity): Generator<Bu
     if (size > 0) yield out;
     return;
   }
-  // Its own context: the consumer may start another frame before asking for the next piece.
-  const dctx = new DCtx();
-  let rest: Buffer = frame;
+  const stream = new ZstdFrameStream();
   let total = 0;
-  for (;;) {
-    const out = Buffer.allocUnsafe(STREAM_PIECE);
-    const [left, produced, consumed] = dctx.decompressStream(out, rest);
-    rest = rest.subarray(consumed);
-    total += produced;
+  for (const piece of stream.feed(frame)) {
+    total += piece.length;
     if (total > limit) throw tooLarge(limit);
-    if (produced > 0) yield out.subarray(0, produced);
-    if (left === 0) {
-      if (rest.length > 0) throw new Error(`${rest.length} bytes after the end of the frame`);
-      return;
+    yield piece;
+  }
+  if (stream.rest === null) throw new Error('the frame is truncated');
+  if (stream.rest.length > 0) throw new Error(`${stream.rest.length} bytes after the end of the frame`);
+}
+
+/**
+ * One zstd (or skippable) frame decoded as its bytes arrive, in pieces of STREAM_PIECE: for
+ * frames too large to hold whole. Its own context, since the caller may decode other frames
+ * between two pieces of this one.
+ */
+export class ZstdFrameStream {
+  private readonly dctx = new DCtx();
+  /** The bytes after the end of the frame, once it ended (empty when it ended with the input). */
+  rest: Buffer | null = null;
+
+  /** Decodes the frame's next bytes: yields what they decode to, and sets `rest` if the frame ended in them. */
+  *feed(input: Buffer): Generator<Buffer, void, undefined> {
+    let src = input;
+    for (;;) {
+      const out = Buffer.allocUnsafe(STREAM_PIECE);
+      const [left, produced, consumed] = this.dctx.decompressStream(out, src);
+      src = src.subarray(consumed);
+      if (produced > 0) yield out.subarray(0, produced);
+      if (left === 0) {
+        this.rest = src;
+        return;
+      }
+      // A full output may hold back more; otherwise the frame waits for more input.
+      if (produced < STREAM_PIECE && src.length === 0) return;
+      if (produced === 0 && consumed === 0) return;
     }
-    if (produced === 0 && consumed === 0) throw new Error('the frame is truncated');
   }
 }
 
@@ -229,6 +250,21 @@ export class ZstdFrameSplitter {
       this.frameLength = -1;
     }
     return frames;
+  }
+
+  /** Bytes held of a frame that is not complete yet. */
+  get pending(): number {
+    return this.total;
+  }
+
+  /** Hands over the bytes held (the start of a frame) and starts over; the caller decodes that frame as it arrives. */
+  takePending(): Buffer[] {
+    const held = this.parts;
+    this.parts = [];
+    this.total = 0;
+    this.scan = -1;
+    this.frameLength = -1;
+    return held;
   }
 
   /** Throws if the stream ended inside a frame. */

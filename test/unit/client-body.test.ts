@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { DecodeError, Sink, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
+import { DecodeError, Sink, TruncatedError, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
 import { rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
 import { collector } from './client-fake-router.js';
 
@@ -114,6 +114,47 @@ test('ZstdDecoder: a frame without a declared size, or larger than a chunk, is d
     await dec.end();
     assert.equal(sink.checksum(), xxh64(data));
     assert.ok(Math.max(...writes) <= 1 << 20, `pieces of at most 1 MiB, got ${Math.max(...writes)}`);
+  }
+});
+
+test('ZstdDecoder: a frame larger than any chunk (an offload object may be one frame) is decoded as it arrives, in bounded memory', async () => {
+  const { CompressStream } = await import('zstd-napi');
+  const { Writable } = await import('node:stream');
+  const { MAX_CHUNK_SIZE } = await import('../../src/protocol/index.js');
+  const big = Buffer.concat([randomBytes(9 * 1024 * 1024), Buffer.from('x,y\n'.repeat(500_000))]);
+  const small = Buffer.from('after the big frame\n'.repeat(100));
+  const streamed: Buffer[] = [];
+  const cs = new CompressStream();
+  cs.on('data', (b: Buffer) => streamed.push(b));
+  await new Promise<void>((resolve, reject) => cs.end(big, () => resolve()).on('error', reject));
+  const unsized = Buffer.concat(streamed);
+  const sized = await zstdCompress(big);
+  for (const frame of [unsized, sized]) {
+    assert.ok(frame.length > MAX_CHUNK_SIZE + 64 * 1024, `one frame of ${frame.length} bytes`);
+    const encoded = Buffer.concat([frame, await zstdCompress(small)]);
+    const writes: number[] = [];
+    const out = new Writable({
+      write(chunk: Buffer, _e, cb) {
+        writes.push(chunk.length);
+        cb();
+      },
+    });
+    const sink = new Sink(out, null);
+    const dec = new ZstdDecoder(sink);
+    let held = 0;
+    for (let o = 0; o < encoded.length; o += 65536) {
+      const w = dec.push(encoded.subarray(o, o + 65536));
+      if (w) await w;
+      held = Math.max(held, (dec as unknown as { splitter: { pending: number } }).splitter.pending);
+    }
+    await dec.end();
+    assert.equal(sink.checksum(), xxh64(Buffer.concat([big, small])));
+    assert.ok(held <= MAX_CHUNK_SIZE + 128 * 1024, `held at most a chunk's frame, held ${held}`);
+    assert.ok(Math.max(...writes) <= 1 << 20, 'written in pieces of at most 1 MiB');
+    // Cut inside the big frame: a truncation, not a success.
+    const cut = new ZstdDecoder(new Sink(new Writable({ write: (_c, _e, cb) => cb() }), null));
+    for (let o = 0; o < frame.length - 1000; o += 65536) await cut.push(frame.subarray(o, Math.min(o + 65536, frame.length - 1000)));
+    await assert.rejects(cut.end(), TruncatedError);
   }
 });
 
