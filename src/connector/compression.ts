@@ -339,7 +339,7 @@ export class OffloadLevel {
   private storedBytes = 0;
   private readonly idle: () => number | null;
 
-  /** start: the level the command begins with (the chooser's, from what the router link showed). */
+  /** start: the level the command begins with (connector.ts: the chooser's, or where the last offload ended). */
   constructor(
     start: number,
     private readonly partSize: number,
