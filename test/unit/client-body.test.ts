@@ -86,68 +86,63 @@ test('ZstdDecoder: a read full of tiny frames stops decoding while the output is
   stuck.destroy();
 });
 
-test('ZstdDecoder: a frame without a declared size, or larger than a chunk, is decoded as a stream in pieces', async () => {
+/** One zstd frame from a streaming compressor: no content size in its header. */
+async function streamCompressed(data: Buffer): Promise<Buffer> {
   const { CompressStream } = await import('zstd-napi');
-  const data = Buffer.from('0123456789,abcdef\n'.repeat(600_000)); // 10.8 MB: over MAX_CHUNK_SIZE
   const streamed: Buffer[] = [];
   const cs = new CompressStream();
   cs.on('data', (b: Buffer) => streamed.push(b));
   await new Promise<void>((resolve, reject) => cs.end(data, () => resolve()).on('error', reject));
-  const frame = Buffer.concat(streamed);
+  return Buffer.concat(streamed);
+}
+
+/**
+ * Feeds `encoded` to a ZstdDecoder in 64 KiB reads; returns the sink, the sizes of the writes
+ * its output got, and the most bytes the decoder's splitter held after a read.
+ */
+async function decodeInReads(encoded: Buffer): Promise<{ sink: Sink; writes: number[]; held: number }> {
+  const { Writable } = await import('node:stream');
+  const writes: number[] = [];
+  const out = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      writes.push(chunk.length);
+      cb();
+    },
+  });
+  const sink = new Sink(out, null);
+  const dec = new ZstdDecoder(sink);
+  let held = 0;
+  for (let o = 0; o < encoded.length; o += 65536) {
+    const w = dec.push(encoded.subarray(o, o + 65536));
+    if (w) await w;
+    held = Math.max(held, (dec as unknown as { splitter: { pending: number } }).splitter.pending);
+  }
+  await dec.end();
+  return { sink, writes, held };
+}
+
+test('ZstdDecoder: a frame without a declared size, or larger than a chunk, is decoded as a stream in pieces', async () => {
+  const data = Buffer.from('0123456789,abcdef\n'.repeat(600_000)); // 10.8 MB: over MAX_CHUNK_SIZE
+  const frame = await streamCompressed(data);
   assert.equal(frame[4]! >> 6, 0, 'no content size in the header');
   const sized = await zstdCompress(data); // declares 10.8 MB
   for (const encoded of [frame, sized]) {
-    const writes: number[] = [];
-    const { Writable } = await import('node:stream');
-    const out = new Writable({
-      write(chunk: Buffer, _e, cb) {
-        writes.push(chunk.length);
-        cb();
-      },
-    });
-    const sink = new Sink(out, null);
-    const dec = new ZstdDecoder(sink);
-    for (let o = 0; o < encoded.length; o += 65536) {
-      const w = dec.push(encoded.subarray(o, o + 65536));
-      if (w) await w;
-    }
-    await dec.end();
+    const { sink, writes } = await decodeInReads(encoded);
     assert.equal(sink.checksum(), xxh64(data));
     assert.ok(Math.max(...writes) <= 1 << 20, `pieces of at most 1 MiB, got ${Math.max(...writes)}`);
   }
 });
 
 test('ZstdDecoder: a frame larger than any chunk (an offload object may be one frame) is decoded as it arrives, in bounded memory', async () => {
-  const { CompressStream } = await import('zstd-napi');
   const { Writable } = await import('node:stream');
   const { MAX_CHUNK_SIZE } = await import('../../src/protocol/index.js');
   const big = Buffer.concat([randomBytes(9 * 1024 * 1024), Buffer.from('x,y\n'.repeat(500_000))]);
   const small = Buffer.from('after the big frame\n'.repeat(100));
-  const streamed: Buffer[] = [];
-  const cs = new CompressStream();
-  cs.on('data', (b: Buffer) => streamed.push(b));
-  await new Promise<void>((resolve, reject) => cs.end(big, () => resolve()).on('error', reject));
-  const unsized = Buffer.concat(streamed);
+  const unsized = await streamCompressed(big);
   const sized = await zstdCompress(big);
   for (const frame of [unsized, sized]) {
     assert.ok(frame.length > MAX_CHUNK_SIZE + 64 * 1024, `one frame of ${frame.length} bytes`);
-    const encoded = Buffer.concat([frame, await zstdCompress(small)]);
-    const writes: number[] = [];
-    const out = new Writable({
-      write(chunk: Buffer, _e, cb) {
-        writes.push(chunk.length);
-        cb();
-      },
-    });
-    const sink = new Sink(out, null);
-    const dec = new ZstdDecoder(sink);
-    let held = 0;
-    for (let o = 0; o < encoded.length; o += 65536) {
-      const w = dec.push(encoded.subarray(o, o + 65536));
-      if (w) await w;
-      held = Math.max(held, (dec as unknown as { splitter: { pending: number } }).splitter.pending);
-    }
-    await dec.end();
+    const { sink, writes, held } = await decodeInReads(Buffer.concat([frame, await zstdCompress(small)]));
     assert.equal(sink.checksum(), xxh64(Buffer.concat([big, small])));
     assert.ok(held <= MAX_CHUNK_SIZE + 128 * 1024, `held at most a chunk's frame, held ${held}`);
     assert.ok(Math.max(...writes) <= 1 << 20, 'written in pieces of at most 1 MiB');
