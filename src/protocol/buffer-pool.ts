@@ -15,21 +15,46 @@
 
 export class BufferPool {
   private readonly free: Buffer[] = [];
+  /** Buffers handed out since the idle check was last scheduled. */
+  private taken = 0;
+  private trimTimer: NodeJS.Timeout | null = null;
 
-  /** size: bytes per buffer; maxFree: buffers kept for reuse (the rest are left to the GC). */
+  /**
+   * size: bytes per buffer; maxFree: buffers kept for reuse (the rest are left to the GC).
+   * idle: past `keep` free buffers, a pool that hands none out for `ms` lets the extra go, so
+   * the memory of a burst is not held for good.
+   */
   constructor(
     readonly size: number,
     private readonly maxFree: number,
+    private readonly idle?: { keep: number; ms: number },
   ) {}
 
   /** A buffer of `size` bytes, with a one-time release. */
   acquire(): Lease {
+    this.taken++;
     return new Lease(this.free.pop() ?? Buffer.allocUnsafeSlow(this.size), this);
+  }
+
+  /** Buffers kept for reuse right now. */
+  get freeCount(): number {
+    return this.free.length;
   }
 
   /** @internal used by Lease.release */
   giveBack(buf: Buffer): void {
     if (this.free.length < this.maxFree) this.free.push(buf);
+    if (this.idle && !this.trimTimer && this.free.length > this.idle.keep) this.scheduleTrim(this.idle);
+  }
+
+  private scheduleTrim(idle: { keep: number; ms: number }): void {
+    this.taken = 0;
+    this.trimTimer = setTimeout(() => {
+      this.trimTimer = null;
+      if (this.taken === 0) this.free.length = Math.min(this.free.length, idle.keep);
+      else if (this.free.length > idle.keep) this.scheduleTrim(idle);
+    }, idle.ms);
+    this.trimTimer.unref();
   }
 }
 

@@ -31,9 +31,9 @@ export interface SinkChunk {
   decodedLength: number;
   decoded?: Buffer;
   /**
-   * Hands a pooled body back. A sink that keeps or writes the body calls it once the bytes are
-   * no longer needed (a stream sink: when the client's socket has taken them); one that never
-   * calls it just leaves the buffer to the GC.
+   * Hands back the pooled buffer behind what the sink keeps: `decoded` if given, else `body`.
+   * A sink calls it once those bytes are no longer needed (a stream sink: when the client's
+   * socket has taken them); one that never calls it just leaves the buffer to the GC.
    */
   release?: () => void;
 }
@@ -273,8 +273,9 @@ interface SyncPart {
   /** Where it is in the spill file; null for a chunk held in memory (taken from the budget). */
   offset: number | null;
   /**
-   * Gives a pooled upload buffer back (a raw chunk's body). Called once nothing uses `buf`: not
-   * the sink (`held`), not a spill write, not a write to the client (`refs` counts all three).
+   * Gives the pooled buffer back (a raw chunk's body, or a chunk's decoded bytes). Called once
+   * nothing uses `buf`: not the sink (`held`), not a spill write, not a write to the client
+   * (`refs` counts all three).
    * Held chunk bodies that went back to V8 instead made a 100 MB sync answer cost the router
    * about six full garbage collections (external memory pressure).
    */
@@ -417,8 +418,7 @@ export class SyncSink extends Sink {
       return;
     }
     const buf = chunk.decoded ?? chunk.body;
-    // The pooled body is ours only when it is what we keep (a raw chunk decodes to itself).
-    const release = buf === chunk.body ? chunk.release : undefined;
+    const release = chunk.release;
     let room = r ?? this.reserve(buf.length);
     if (room.bytes !== buf.length) {
       // Admitted with another length than arrived (decoding checks this; be exact anyway).

@@ -20,3 +20,21 @@ test('BufferPool: a released buffer is handed out again, a lease releases once, 
   assert.equal(reused, 2, 'only maxFree buffers were kept');
   assert.equal(new Set(again.map((l) => l.buf)).size, 3);
 });
+
+test('BufferPool: free buffers past `keep` go once the pool has handed none out for `ms`, not while it is busy', async () => {
+  const pool = new BufferPool(1024, 8, { keep: 2, ms: 300 });
+  const burst = Array.from({ length: 6 }, () => pool.acquire());
+  for (const l of burst) l.release();
+  assert.equal(pool.freeCount, 6, 'a burst is kept for reuse');
+  // Busy: a buffer is taken within every interval, so nothing is dropped.
+  for (let i = 0; i < 4; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    pool.acquire().release();
+  }
+  assert.equal(pool.freeCount, 6);
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(pool.freeCount, 2, 'idle: down to keep');
+  const again = [pool.acquire(), pool.acquire(), pool.acquire()];
+  assert.ok(burst.some((l) => l.buf === again[0]!.buf) && burst.some((l) => l.buf === again[1]!.buf), 'the kept ones are reused');
+  assert.ok(!burst.some((l) => l.buf === again[2]!.buf), 'the rest were let go');
+});

@@ -48,6 +48,22 @@ test('decodeChunk stops at the declared length: a frame that inflates far beyond
   assert.deepEqual(await decodeChunk(rleBomb(3), 'zstd', 3 * 128 * 1024), Buffer.alloc(3 * 128 * 1024, 0x41));
 });
 
+test('decodeChunk decodes into the buffer it is given when the bytes fit, and into a new one otherwise', async () => {
+  const data = Buffer.from('id,name,amount\n'.repeat(4_000));
+  const frame = await zstdCompress(data);
+  const into = Buffer.alloc(data.length + 100, 0xee);
+  const got = await decodeChunk(frame, 'zstd', data.length, into);
+  assert.ok(got.equals(data));
+  assert.equal(got.buffer, into.buffer, 'decoded in place');
+  assert.equal(got.byteOffset, into.byteOffset);
+  const small = Buffer.alloc(100);
+  const other = await decodeChunk(frame, 'zstd', data.length, small);
+  assert.ok(other.equals(data));
+  assert.notEqual(other.buffer, small.buffer, 'too small: a buffer of its own');
+  // A raw chunk decodes to its body, whatever is offered.
+  assert.equal(await decodeChunk(data, 'identity', data.length, into), data);
+});
+
 test('rawZstdFrame is a valid zstd frame for empty, small and multi-block inputs', async () => {
   for (const n of [0, 1, 131072, 131073, 600_000]) {
     const data = randomBytes(n);

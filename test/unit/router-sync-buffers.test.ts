@@ -1,4 +1,4 @@
-// A sync answer gives every pooled chunk body back exactly once, and only once nothing uses it:
+// A sync answer gives every pooled chunk buffer back exactly once, and only once nothing uses it:
 // each release here scribbles over the buffer at once, as the next upload into it would.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,8 +11,14 @@ import { join } from 'node:path';
 import { SyncSink } from '../../src/router/results.js';
 import { SyncSpill } from '../../src/router/spill.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
+import { zstdCompress } from '../../src/protocol/codec.js';
 
-test('sync sink: pooled chunk bodies go back once, after their spill write or their delivery, never while in use', async () => {
+for (const encoding of ['identity', 'zstd'] as const) {
+  // A raw chunk's pooled buffer is its body; a zstd chunk's is the buffer the route decoded it into.
+  test(`sync sink: pooled chunk buffers (${encoding} chunks) go back once, after their spill write or their delivery, never while in use`, () => syncBuffers(encoding));
+}
+
+async function syncBuffers(encoding: 'identity' | 'zstd'): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'relay-sync-buffers-'));
   const CHUNK = 64 * 1024;
   // Room in memory for 2 chunks: the other 6 are spilled.
@@ -27,21 +33,22 @@ test('sync sink: pooled chunk bodies go back once, after their spill write or th
     sink.init({ contentType: 'application/octet-stream', totalBytes: null });
     const chunks = Array.from({ length: 8 }, () => randomBytes(CHUNK));
     const released = new Map<number, number>();
-    chunks.forEach((data, index) => {
-      const pooled = Buffer.from(data); // the pooled upload buffer the route hands over
+    for (const [index, data] of chunks.entries()) {
+      const pooled = Buffer.from(data); // the pooled buffer the route hands over
       assert.equal(sink.admit(index, CHUNK), 'ok');
       sink.put({
         index,
-        body: pooled,
-        encoding: 'identity',
+        // A raw chunk decodes to its body itself.
+        body: encoding === 'zstd' ? await zstdCompress(data) : pooled,
+        encoding,
         decodedLength: CHUNK,
-        decoded: pooled, // a raw chunk decodes to its body itself
+        decoded: pooled,
         release: () => {
           released.set(index, (released.get(index) ?? 0) + 1);
           pooled.fill(0xee); // the next upload reusing it
         },
       });
-    });
+    }
     // A chunk sent twice: the copy is not kept, and its buffer goes back at once.
     const again = Buffer.from(chunks[3]!);
     let againReleased = 0;
@@ -61,4 +68,4 @@ test('sync sink: pooled chunk bodies go back once, after their spill write or th
     await spill.close();
     await rm(root, { recursive: true, force: true });
   }
-});
+}

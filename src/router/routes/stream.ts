@@ -1,5 +1,6 @@
 // Results in chunks (PROTOCOL.md §3.3): init, chunk/{index}, complete; and the one-call /result.
 import type { Hono } from 'hono';
+import type { Lease } from '../../protocol/buffer-pool.js';
 import { xxh64 } from '../../protocol/checksum.js';
 import { RelayError } from '../../protocol/errors.js';
 import { HEADERS, streamCompleteSchema, streamInitSchema } from '../../protocol/wire.js';
@@ -100,7 +101,10 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     }
     let stored = false;
     const lease = deps.chunkBuffers.acquire();
-    let handedOver = false;
+    /** A pooled buffer for the decoded bytes (a zstd chunk for a sink that keeps decoded bytes). */
+    let decodedLease: Lease | undefined;
+    /** The lease behind what the sink keeps, once put: the sink releases it. */
+    let handedOver: Lease | undefined;
     try {
       let up;
       try {
@@ -112,14 +116,19 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
         }
         throw err;
       }
-      const decoded = admitted === 'ok' && !sink.passthrough ? await decodeUpload(up) : undefined;
+      let decoded: Buffer | undefined;
+      if (admitted === 'ok' && !sink.passthrough) {
+        if (up.encoding === 'zstd') decodedLease = deps.chunkBuffers.acquire();
+        decoded = await decodeUpload(up, decodedLease?.buf);
+      }
       const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
       if (state === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
       if (state === 'NEW' && admitted === 'ok') {
-        // The sink keeps the pooled body when it writes it as is (pass-through, or a raw chunk);
-        // a decompressed chunk leaves the body free at once.
-        handedOver = sink.passthrough || up.encoding === 'identity';
-        sink.put({ index, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded, release: handedOver ? () => lease.release() : undefined });
+        // The sink keeps the decoded bytes, or the body when it writes it as is (pass-through,
+        // or a raw chunk, which decodes to itself); the other buffer is free at once.
+        const kept = decodedLease ?? lease;
+        handedOver = kept;
+        sink.put({ index, body: up.body, encoding: up.encoding, decodedLength: up.decodedLength, decoded, release: () => kept.release() });
         stored = true;
       }
       metrics.chunksReceived.inc({ outcome: state === 'NEW' ? 'stored' : 'duplicate' });
@@ -127,7 +136,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       else metrics.chunkRetries.inc();
       return c.body(null, state === 'NEW' ? 201 : 200);
     } finally {
-      if (!handedOver) lease.release();
+      if (handedOver !== lease) lease.release();
+      if (decodedLease && handedOver !== decodedLease) decodedLease.release();
       if (!stored && admitted === 'ok') sink.release(index);
     }
   });

@@ -60,6 +60,6 @@ export async function readUpload(req: IncomingMessage, chunkSize: number): Promi
   return uploadBody(req, uploadHead(req, chunkSize), chunkSize);
 }
 
-export function decodeUpload(u: Upload): Promise<Buffer> {
-  return decodeChunk(u.body, u.encoding, u.decodedLength);
+export function decodeUpload(u: Upload, into?: Buffer): Promise<Buffer> {
+  return decodeChunk(u.body, u.encoding, u.decodedLength, into);
 }
