@@ -3,6 +3,7 @@
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MAX_CHUNK_SIZE, RelayError, Xxh64Stream, ZstdFrameSplitter, ZstdFrameStream, zstdFrameDecoded } from '../protocol/index.js';
+import { YoungGc } from '../protocol/young-gc.js';
 import { describe } from './http.js';
 
 export type ProgressFn = (bytesSoFar: number, total: number | null) => void;
@@ -18,6 +19,9 @@ export class OutputError extends RelayError {
 export class DecodeError extends Error {
   override name = 'DecodeError';
 }
+
+/** Socket buffers read between two scavenges (young-gc.ts), for every body this process reads. */
+const youngGc = new YoungGc(2 * 1024 * 1024);
 
 /** Bytes `out` may hold before we wait for it (see Sink.write). */
 const OUT_BATCH = 1 << 20;
@@ -367,6 +371,7 @@ export function eachPiece(body: Readable, take: (piece: Buffer) => Promise<void>
     // 1 byte: every piece waits for the one before it; the body's own buffer holds the rest.
     highWaterMark: 1,
     write(piece: Buffer, _enc, done) {
+      youngGc.read(piece.length);
       let w: Promise<void> | undefined;
       try {
         w = take(piece);

@@ -6,7 +6,7 @@ import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Auth, Principal } from './auth.js';
 import type { BufferPool } from '../protocol/buffer-pool.js';
-import type { YoungGc } from './young-gc.js';
+import type { YoungGc } from '../protocol/young-gc.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';
 import type { Dispatcher } from './dispatch.js';

@@ -23,7 +23,7 @@ import { uploadLimit } from './routes/uploads.js';
 import { Sinks } from './results.js';
 import { SyncSpill } from './spill.js';
 import { startDevS3, Storage } from './storage.js';
-import { YoungGc } from './young-gc.js';
+import { YoungGc } from '../protocol/young-gc.js';
 
 export interface RunningRouter {
   url: string;

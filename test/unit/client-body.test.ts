@@ -238,3 +238,18 @@ test('eachPiece: every read is handed over as it came (no joined copies), one at
   setTimeout(() => body3.destroy(cut), 5);
   await assert.rejects(eachPiece(body3, () => undefined), (err) => err === cut);
 });
+
+test('eachPiece: the socket buffers of a body are collected as it is read (a scavenge every 2 MiB), not left to pile up', async () => {
+  const { PerformanceObserver, constants } = await import('node:perf_hooks');
+  let minor = 0;
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if ((e as unknown as { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MINOR) minor++;
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  // 32 MiB in 64 KiB reads, all one reused buffer: nothing here would make V8 scavenge on its own.
+  const piece = Buffer.alloc(64 * 1024);
+  await eachPiece(Readable.from((function* () { for (let i = 0; i < 512; i++) yield piece; })()), () => undefined);
+  await new Promise((r) => setTimeout(r, 50)); // gc entries are delivered asynchronously
+  obs.disconnect();
+  assert.ok(minor >= 12, `${minor} minor collections for 32 MiB read`);
+});

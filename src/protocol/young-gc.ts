@@ -1,0 +1,43 @@
+// Frees the socket buffers of bodies promptly (the router's chunk uploads, the client's answers).
+//
+// Node reads every socket into a fresh 64 KiB buffer; a body read from them leaves dead buffers
+// behind. They die young, but their memory is outside V8's heap and is only given back when the
+// young generation is next collected, which V8 schedules by the size of JS objects, not of this
+// external memory: with a 16 MB semi-space, tens of MB of dead socket buffers wait for it. Each
+// new one is then fresh memory, faulted in page by page (8 us a page on a VM), and glibc hands
+// the freed ones back to the kernel before they can be reused. A scavenge after every few MB
+// read keeps the waste small and the memory reused; it costs well under a millisecond. 100 MB
+// read through undici and dropped: 263 ms of CPU, 134 ms with a scavenge every 8 MB, 61 ms
+// every 2 MB. Without --expose-gc (set here, before first use) this does nothing.
+import v8 from 'node:v8';
+import vm from 'node:vm';
+
+type Gc = (opts?: { type?: 'minor' | 'major' }) => void;
+
+let gc: Gc | null | undefined;
+
+function load(): Gc | null {
+  try {
+    v8.setFlagsFromString('--expose-gc');
+    return vm.runInNewContext('gc') as Gc;
+  } catch {
+    return null;
+  }
+}
+
+export class YoungGc {
+  private pending = 0;
+
+  /** everyBytes: bytes read between two scavenges. */
+  constructor(private readonly everyBytes: number) {
+    gc ??= load();
+  }
+
+  /** Counts bytes read from sockets; scavenges once everyBytes have been read since the last one. */
+  read(bytes: number): void {
+    this.pending += bytes;
+    if (this.pending < this.everyBytes || !gc) return;
+    this.pending = 0;
+    gc({ type: 'minor' });
+  }
+}
