@@ -40,8 +40,15 @@ const ALPHA = 0.3;
  * phases of a connector's life run on cold code; a mean would follow either.
  */
 const SAMPLES = 5;
-/** The slower encoding is tried every EXPLORE_NEAR phases until it has this many samples. */
-const SETTLED = 3;
+/**
+ * The slower encoding is tried every EXPLORE_NEAR phases until it has this many samples: a
+ * whole median's worth. With 3, a raw estimate from cold first phases (69-110 MB/s on loopback
+ * where warm raw phases run at 200-320) looked far slower than zstd, so raw was tried only every
+ * EXPLORE_FAR phases and kept its cold median for several 100 MB streams (4 of 13 streams in a
+ * row of probes stayed compressed, 0 of 13 with 5). On a slow link it costs two more raw tries
+ * of TRY_CHUNKS chunks in a connector's life.
+ */
+const SETTLED = SAMPLES;
 
 /**
  * Higher zstd levels used when the link is what limits (see level()): on the 100 MB CSV, level
