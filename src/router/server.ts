@@ -116,7 +116,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   // and the sync memory budget; up to a window plus that budget are kept for reuse, down to a
   // window once the router has been idle for a while. A sync result holds its chunks until the
   // answer, so with only a window kept, every 100 MB answer faulted in ~85 MB of fresh memory
-  // (8 µs a page on a VM): 0.5-0.76 s of router CPU against 0.28-0.38 s reused.
+  // (8 µs a page on a VM): 0.47-0.60 s of router CPU per 100 MB sync against 0.25-0.30 s reused.
   const bufSize = uploadLimit(cfg.chunkSize);
   const chunkBuffers = new BufferPool(bufSize, cfg.streamWindowChunks + Math.ceil(cfg.syncMemoryBytes / bufSize), { keep: cfg.streamWindowChunks, ms: 10_000 });
   const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, youngGc: new YoungGc(8 * 1024 * 1024), spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
