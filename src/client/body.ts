@@ -2,7 +2,7 @@
 // hashed as they pass, written with backpressure, never held whole in memory.
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { MAX_CHUNK_SIZE, RelayError, Xxh64Stream, ZstdFrameSplitter, ZstdFrameStream, zstdFrameDecoded } from '../protocol/index.js';
+import { MAX_CHUNK_SIZE, RelayError, Xxh64Stream, ZstdFrameSplitter, ZstdFrameStream, isSkippableMagic, zstdFrameDecoded } from '../protocol/index.js';
 import { YoungGc } from '../protocol/young-gc.js';
 import { describe } from './http.js';
 
@@ -248,7 +248,7 @@ function* guarded(pieces: Iterable<Buffer>): Generator<Buffer, void, undefined> 
  * the joining of the pieces and two copies; skippable frames carry no data.
  */
 function* decodedPieces(pieces: Buffer[]): Generator<Buffer, void, undefined> {
-  if ((new PieceCursor(pieces).u32() & 0xfffffff0) === 0x184d2a50) return;
+  if (isSkippableMagic(new PieceCursor(pieces).u32())) return;
   const stored = storedBlocks(pieces);
   if (stored) return yield* stored;
   yield* guarded(zstdFrameDecoded(pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces)));

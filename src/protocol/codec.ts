@@ -149,9 +149,13 @@ function tooLarge(limit: number): RelayError {
   return new RelayError('BAD_REQUEST', `the zstd frame decoded to more than the ${limit} bytes declared`);
 }
 
-/** Skippable frames (magic 0x184D2A5?) carry no data. */
+/** A skippable frame's magic number (0x184D2A50-0x184D2A5F): such frames carry no data. */
+export function isSkippableMagic(magic: number): boolean {
+  return (magic & 0xfffffff0) === 0x184d2a50;
+}
+
 export function isSkippableFrame(frame: Buffer): boolean {
-  return frame.length >= 4 && (frame.readUInt32LE(0) & 0xfffffff0) === 0x184d2a50;
+  return frame.length >= 4 && isSkippableMagic(frame.readUInt32LE(0));
 }
 
 // ---- zstd frame format helpers (RFC 8878) ---------------------------------------------
@@ -293,7 +297,7 @@ export class ZstdFrameSplitter {
     if (this.scan < 0) {
       if (this.total < 8) return false;
       const magic = this.u32(0);
-      if ((magic & 0xfffffff0) === 0x184d2a50) {
+      if (isSkippableMagic(magic)) {
         this.frameLength = 8 + this.u32(4);
         return true;
       }
