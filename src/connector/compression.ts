@@ -24,6 +24,12 @@ const TRY_CHUNKS = 2;
 /** Phases between two tries of the slower encoding, by how much slower it was. */
 const EXPLORE_NEAR = 16;
 const EXPLORE_FAR = 64;
+/**
+ * With several commands uploading at once a phase is that many times longer (choose()), and so
+ * is the wait for the samples that make a median: until settled, the slower encoding is then
+ * tried every EXPLORE_NEAR / commands phases, but no more often than every EXPLORE_EARLY.
+ */
+const EXPLORE_EARLY = 4;
 /** "Far slower": the winner's throughput over the loser's. */
 const FAR = 1.5;
 /**
@@ -109,6 +115,10 @@ export class CompressionChooser {
   private phase: Phase | null = null;
   private readonly tried = new Set<Encoding>();
   private sinceTry = 0;
+  /** Chunks under way per command (choose's owner): how many commands share the pipeline now. */
+  private readonly owners = new Map<object, number>();
+  /** The most commands with chunks under way at once since the current phase began. */
+  private peakOwners = 0;
   /** From the compressed chunks: wire bytes per decoded byte, and ms per decoded byte. */
   private ratio: number | null = null;
   /** ms per decoded byte of recent chunks, per zstd level used. */
@@ -138,14 +148,28 @@ export class CompressionChooser {
     return { compress, level: this.base, done: () => undefined };
   }
 
-  /** Whether to compress the next chunk (of decodedBytes), and at which level. */
-  choose(decodedBytes = Infinity): Choice {
+  /**
+   * Whether to compress the next chunk (of decodedBytes), and at which level. `owner` is the
+   * command the chunk belongs to (any object that stands for it): a phase is PHASE_CHUNKS (a try
+   * TRY_CHUNKS) per command that had chunks under way at once during the phase before it (the
+   * most at any moment: commands start and end at different times). Many commands' chunks are
+   * accepted out of order and in bunches (a loaded router, each result's own path through
+   * it): a phase of 4 chunks among 40 under way closed a few ms after the one before it or
+   * earlier, and was rated by that (up to 6,500 MB/s in the seed load bench, against raw tries
+   * rated 8-21 by their own queued time). A phase as long as the chunks under way is timed by
+   * its own chunks. One command at a time (a bulk result): the sizes above.
+   */
+  choose(decodedBytes = Infinity, owner?: object): Choice {
     if (this.mode !== 'auto') return this.fixed(this.mode === 'always');
     if (decodedBytes < SMALL_CHUNK_BYTES) return this.fixed(false);
+    if (owner) this.owners.set(owner, (this.owners.get(owner) ?? 0) + 1);
+    this.peakOwners = Math.max(this.peakOwners, this.owners.size);
     if (!this.phase || this.phase.issued >= this.phase.size) {
-      const { encoding, trying } = this.plan();
+      const scale = Math.max(1, this.peakOwners);
+      this.peakOwners = this.owners.size;
+      const { encoding, trying } = this.plan(scale);
       const prev = this.phase;
-      const p: Phase = { encoding, level: encoding === 'zstd' ? this.level() : this.base, size: trying ? TRY_CHUNKS : PHASE_CHUNKS, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0, firstAt: this.now(), doneAt: null, closedAt: null, prevClosedAt: prev ? prev.closedAt : -Infinity, next: null };
+      const p: Phase = { encoding, level: encoding === 'zstd' ? this.level() : this.base, size: (trying ? TRY_CHUNKS : PHASE_CHUNKS) * scale, issued: 0, pending: 0, bytes: 0, busyMs: 0, busySince: 0, firstAt: this.now(), doneAt: null, closedAt: null, prevClosedAt: prev ? prev.closedAt : -Infinity, next: null };
       if (prev) prev.next = p;
       this.phase = p;
       this.tried.add(encoding);
@@ -161,6 +185,11 @@ export class CompressionChooser {
       done: () => {
         if (ended) return;
         ended = true;
+        if (owner) {
+          const left = (this.owners.get(owner) ?? 1) - 1;
+          if (left > 0) this.owners.set(owner, left);
+          else this.owners.delete(owner);
+        }
         if (--p.pending > 0) return;
         p.busyMs += this.now() - p.busySince;
         if (p.issued >= p.size) {
@@ -243,18 +272,23 @@ export class CompressionChooser {
     }
   }
 
-  private plan(): { encoding: Encoding; trying: boolean } {
+  /** The next phase's encoding, and whether it is a try; `scale`: the commands it is sized for. */
+  private plan(scale: number): { encoding: Encoding; trying: boolean } {
     // zstd first: the safe guess on a slow link, where a raw phase is the expensive mistake.
     // Then one raw try at once, so both are measured early even with many chunks in flight.
     if (!this.tried.has('zstd')) return { encoding: 'zstd', trying: false };
     if (!this.tried.has('raw')) return { encoding: 'raw', trying: true };
     const raw = this.rate('raw');
     const zstd = this.rate('zstd');
-    if (zstd === null || raw === null) return { encoding: 'zstd', trying: false };
-    const best: Encoding = raw >= zstd ? 'raw' : 'zstd';
+    // Until both are measured (a try still under way: with many commands' chunks ahead of it,
+    // the first raw try closed seconds later), zstd, the safe guess; the phases count towards
+    // the next try all the same.
+    const known = raw !== null && zstd !== null;
+    const best = known ? this.best(raw, zstd) : 'zstd';
     const other: Encoding = best === 'raw' ? 'zstd' : 'raw';
-    const far = this.samples[other].length >= SETTLED && Math.max(raw, zstd) / Math.min(raw, zstd) > FAR;
-    const every = far ? EXPLORE_FAR : EXPLORE_NEAR;
+    const settled = this.samples[other].length >= SETTLED;
+    const far = known && settled && Math.max(raw, zstd) / Math.min(raw, zstd) > FAR;
+    const every = !settled ? Math.max(EXPLORE_EARLY, Math.ceil(EXPLORE_NEAR / scale)) : far ? EXPLORE_FAR : EXPLORE_NEAR;
     if (++this.sinceTry > every) {
       this.sinceTry = 0;
       return { encoding: other, trying: true };
@@ -262,11 +296,34 @@ export class CompressionChooser {
     return { encoding: best, trying: false };
   }
 
-  /** Decoded bytes per ms (null: not measured yet). */
+  /**
+   * The encoding to use: the faster one, except that on a busy machine (under MIN_IDLE_SHARE
+   * idle) zstd must be FAR faster. Each connector measures its own uploads only; the CPU its
+   * compressing takes comes out of everything else on the machine, which its measure does not
+   * see (other connectors, the router's decompression when they share a box, the owner's own
+   * work). In the seed load bench (5 connectors, router and Redis on 2 cores, 4-8 % idle) each
+   * connector measured zstd 1.3 times faster than raw, while raw for all of them gave 101-108
+   * req/s against 83-84 and used a third less connector CPU. A slow link (zstd 3 times faster
+   * on the WAN bench) keeps zstd.
+   */
+  private best(raw: number, zstd: number): Encoding {
+    if (raw >= zstd) return 'raw';
+    const idle = this.idle();
+    return idle !== null && idle < MIN_IDLE_SHARE && zstd < raw * FAR ? 'raw' : 'zstd';
+  }
+
+  /**
+   * Decoded bytes per ms (null: not measured yet): the median of the last samples, or with
+   * fewer than 3 (no median yet) the best of them. An encoding's first try is often timed on
+   * cold code or at the start of a burst: in the seed load bench the first raw try (the second
+   * phase of a connector's life, as 100 requests arrived) was timed at 1-4 MB/s against 15-25
+   * for later ones, and kept raw out for most of the run.
+   */
   private rate(e: Encoding): number | null {
     const sorted = [...this.samples[e]].sort((a, b) => a - b);
     const n = sorted.length;
     if (n === 0) return null;
+    if (n < 3) return sorted[n - 1]!;
     return n % 2 ? sorted[(n - 1) / 2]! : (sorted[n / 2 - 1]! + sorted[n / 2]!) / 2;
   }
 
@@ -280,7 +337,7 @@ export class CompressionChooser {
       zstdMBps: mbps(zstd),
       ratio: this.ratio === null ? null : Math.round(this.ratio * 1000) / 1000,
       compressMBps: mbps(this.speedOf(this.base)),
-      rawWins: raw !== null && zstd !== null && raw >= zstd,
+      rawWins: raw !== null && zstd !== null && this.best(raw, zstd) === 'raw',
       level: this.level(),
     };
   }

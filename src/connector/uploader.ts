@@ -23,7 +23,7 @@ export function binaryHeaders(chunk: EncodedChunk, attempt: number): Record<stri
  * the chunk's upload has ended (the chooser measures whole chunks, encoding to acceptance).
  */
 async function encode(ctx: UploadContext, decoded: Buffer): Promise<{ chunk: EncodedChunk; done: () => void }> {
-  const choice = ctx.compression.choose(decoded.length);
+  const choice = ctx.compression.choose(decoded.length, ctx.cmd);
   try {
     const t0 = performance.now();
     const chunk = await encodeChunk(decoded, { compression: choice.compress, level: choice.level });
