@@ -1,6 +1,6 @@
 // Seed load: 1,000 sync requests (quick: 100) for 1 MB results from 100 concurrent workers,
 // spread over 5 tenants, each with its own client key and its own connector process (request i
-// goes to tenant i mod 5). Latency percentiles, throughput, errors. Baselines: the same load
+// goes to tenant i mod 5), after an uncounted round of the same requests. Latency percentiles, throughput, errors. Baselines: the same load
 // against node:http serving the same file, straight and through ssh -R.
 import { randomBytes } from 'node:crypto';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
@@ -86,6 +86,7 @@ export const seed: Scenario = {
         title: 'Seed load: 1 MB sync results, 5 tenants',
         notes: [
           `${count} requests from ${workers} closed-loop workers, request i for tenant i mod ${TENANTS} (its own client key and connector); every answer checked (status, length, checksum). ` +
+            `Relay: measured after one uncounted round of the same ${count} requests (a running relay: JIT, pools, the connectors' compression choice); the baselines after ${workers}. ` +
             `Latency from sending the request to the last byte of the answer. Baselines, same load generator: a GET of the same 1 MB file from the plain node:http file server, straight and through ssh -R ` +
             `("router" CPU is then sshd and its children, "connectors" the file server plus the ssh client).`,
         ],
