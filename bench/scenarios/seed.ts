@@ -1,7 +1,8 @@
 // Seed load: 1,000 sync requests (quick: 100) for 1 MB results from 100 concurrent workers,
 // spread over 5 tenants, each with its own client key and its own connector process (request i
-// goes to tenant i mod 5), after an uncounted round of the same requests. Latency percentiles, throughput, errors. Baselines: the same load
-// against node:http serving the same file, straight and through ssh -R.
+// goes to tenant i mod 5), after an uncounted round of the same requests. Latency percentiles,
+// throughput, errors. Baselines: the same load against node:http serving the same file,
+// straight and through ssh -R.
 import { randomBytes } from 'node:crypto';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
 import type { Proc } from '../../test/helpers/stack.js';
