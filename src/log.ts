@@ -40,16 +40,42 @@ export function censor(fields: Record<string, unknown>, depth = 0): Record<strin
 /** Bytes of log lines waiting for stderr at most. */
 const MAX_PENDING_LOG = 16 * 1024 * 1024;
 
+/** The asynchronous destinations of the loggers made here (exitAfterLogs waits for them). */
+const destinations = new Set<ReturnType<typeof pino.destination>>();
+
 export function createLogger(name: string, level = process.env.RELAY_LOG_LEVEL ?? 'info'): Logger {
   const pretty = process.stderr.isTTY && !process.env.RELAY_LOG_JSON;
-  return pino(
-    { name, level, formatters: { log: (o) => censor(o) } },
-    // Asynchronous: a line is written by the thread pool, and lines logged while one is being
-    // written go together in the next write, instead of one blocking write(2) per line on the
-    // event loop. pino flushes what is left when the process exits. A stuck stderr (a full pipe
-    // nobody reads) costs dropped lines past MAX_PENDING_LOG, not unbounded memory.
-    pretty ? pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } }) : pino.destination({ dest: 2, sync: false, maxLength: MAX_PENDING_LOG }),
-  );
+  if (pretty) {
+    return pino(
+      { name, level, formatters: { log: (o) => censor(o) } },
+      pino.transport({ target: 'pino-pretty', options: { destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' } }),
+    );
+  }
+  // Asynchronous: a line is written by the thread pool, and lines logged while one is being
+  // written go together in the next write, instead of one blocking write(2) per line on the
+  // event loop. A stuck stderr (a full pipe nobody reads) costs dropped lines past
+  // MAX_PENDING_LOG, not unbounded memory. Before exiting, exitAfterLogs.
+  const dest = pino.destination({ dest: 2, sync: false, maxLength: MAX_PENDING_LOG });
+  destinations.add(dest);
+  return pino({ name, level, formatters: { log: (o) => censor(o) } }, dest);
+}
+
+/**
+ * Exits once every line logged so far is written (at most `ms` later: stderr may be stuck).
+ * pino's own exit hook writes the queued lines synchronously, but not the batch a thread-pool
+ * write has under way: that one is lost when the process exits before the pool ran it, and the
+ * lines after it are written before it. A connector stopped by SIGTERM lost its last "result
+ * delivered" that way while the pool was busy (a fresh-clone CI run).
+ */
+export function exitAfterLogs(code: number, ms = 2000): void {
+  // sonic-boom says whether a write is under way only in a field of its own.
+  const busy = [...destinations].filter((d) => (d as unknown as { _writing?: boolean })._writing);
+  if (busy.length === 0) process.exit(code);
+  const exit = () => process.exit(code);
+  setTimeout(exit, ms).unref();
+  let left = busy.length;
+  // 'drain': everything it was given is written; 'error': it will write nothing more.
+  for (const d of busy) for (const ev of ['drain', 'error'] as const) d.once(ev, () => --left === 0 && exit());
 }
 
 /** A short, non-reversible name for a secret, safe to log. */

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { ConfigError, connectorConfig, type ConnectorConfig } from '../config.js';
 import { startConnector } from '../connector/connector.js';
-import { createLogger, fingerprint } from '../log.js';
+import { createLogger, exitAfterLogs, fingerprint } from '../log.js';
 
 export function register(program: Command): void {
   program
@@ -60,10 +60,10 @@ export function register(program: Command): void {
         }
         log.info({ signal }, 'shutting down');
         connector.stop().then(
-          () => process.exit(0),
+          () => exitAfterLogs(0),
           (err: unknown) => {
             log.error({ err: (err as Error).message }, 'error while stopping');
-            process.exit(1);
+            exitAfterLogs(1);
           },
         );
       };

@@ -1,7 +1,7 @@
 // `relay router`: the cloud service.
 import type { Command } from 'commander';
 import { routerConfig } from '../config.js';
-import { createLogger } from '../log.js';
+import { createLogger, exitAfterLogs } from '../log.js';
 import { startRouter } from '../router/server.js';
 import { exitWithError } from './fail.js';
 
@@ -25,10 +25,10 @@ export function register(program: Command): void {
           stopping = true;
           log.info({ signal }, 'shutting down');
           router.stop().then(
-            () => process.exit(0),
+            () => exitAfterLogs(0),
             (err: unknown) => {
               log.error({ err }, 'shutdown failed');
-              process.exit(1);
+              exitAfterLogs(1);
             },
           );
         };

@@ -56,16 +56,22 @@ describe('SIGTERM on the connector', () => {
         }
       },
     });
-    const r = await run;
-    out.end();
-    await finished(out);
-    assert.equal(await conn.exited, 0, 'the connector exited cleanly');
-    assert.equal(r.checksum, xxh64(data));
-    assert.ok(bytes().equals(data));
-    const msgs = logs(conn.lines).map((l) => l.msg);
-    assert.ok(msgs.indexOf('connector stopping') < msgs.lastIndexOf('result delivered'), 'the result was delivered after the signal');
-    assert.ok(!msgs.includes('grace period over: aborting running commands'));
-    await s.startConnector({}, proxy.url());
+    try {
+      const r = await run;
+      out.end();
+      await finished(out);
+      assert.equal(await conn.exited, 0, 'the connector exited cleanly');
+      assert.equal(r.checksum, xxh64(data));
+      assert.ok(bytes().equals(data));
+      const msgs = logs(conn.lines).map((l) => l.msg);
+      assert.ok(msgs.indexOf('connector stopping') < msgs.lastIndexOf('result delivered'), 'the result was delivered after the signal');
+      assert.ok(!msgs.includes('grace period over: aborting running commands'));
+    } finally {
+      // The next tests need a connector, also when this one failed.
+      if (conn.child.exitCode === null) conn.child.kill('SIGKILL');
+      await conn.exited;
+      await s.startConnector({}, proxy.url());
+    }
   });
 });
 

@@ -32,3 +32,28 @@ test('censor copies a log line only when it carries a secret, and leaves errors 
   assert.equal(out.err, err);
   assert.equal(dirty.cfg.apiKey, 'rk_1', 'the caller object is not changed');
 });
+
+test('exitAfterLogs writes every line, in order, before the process exits, also while the thread pool is busy', () => {
+  // Four slow tasks take the whole thread pool (4 threads), so the write of the first line
+  // waits behind them. Exiting at once, pino's exit hook wrote the 101 lines queued after it
+  // first, and the first one last (a connector's "connector stopping" came after its "result
+  // delivered" that way in a fresh-clone CI run).
+  const child = (exit: string) => `
+    const { pbkdf2 } = await import('node:crypto');
+    const { createLogger, exitAfterLogs } = await import(${JSON.stringify(new URL('../../src/log.js', import.meta.url).href)});
+    const log = createLogger('t', 'info');
+    for (let i = 0; i < 4; i++) pbkdf2('x', 'y', 300000, 32, 'sha256', () => {});
+    log.info('first');
+    for (let i = 0; i < 100; i++) log.info({ i }, 'line');
+    log.info('last');
+    ${exit};
+  `;
+  const run = (exit: string) => {
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', child(exit)], { encoding: 'utf8', env: { ...process.env, RELAY_LOG_JSON: '1', UV_THREADPOOL_SIZE: '4' } });
+    return { status: r.status, msgs: r.stderr.trim().split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { msg: string }).msg) };
+  };
+  const r = run('exitAfterLogs(0)');
+  assert.equal(r.status, 0);
+  assert.equal(r.msgs.length, 102, `${r.msgs.length} lines arrived`);
+  assert.deepEqual([r.msgs[0], r.msgs.at(-1)], ['first', 'last']);
+});
