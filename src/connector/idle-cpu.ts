@@ -1,7 +1,8 @@
 // The share of this machine's CPU time left idle over the last second (all processes, from
 // the kernel's per-core idle counters). The compression chooser raises the zstd level only when
 // this shows spare CPU: a slow result can mean a slow link, or a CPU that every process is
-// competing for, and only in the first case are more cycles per byte worth it.
+// competing for, and only in the first case are more cycles per byte worth it. Without spare
+// CPU it also compresses only when zstd is far faster than raw (CompressionChooser.best).
 import { cpus } from 'node:os';
 
 const WINDOW_MS = 1000;
