@@ -16,6 +16,13 @@ const LOG_TTL_S = 7 * 86_400;
 /** A connector that cannot take this much queued event data is dropped (it will reconnect). */
 const MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 const ECHO_MAX = 256;
+/**
+ * How often the presence of the streams that pinged is written, all in one pipeline. A MULTI
+ * per ping cost ~130 µs of router CPU: with 10,000 streams (a ping each every 30 s), 4.3 % of a
+ * core of the 5.5 % the router spent with nothing to do. Presence lives 2 × heartbeat_s + 5 s,
+ * so a refresh up to a second late keeps it.
+ */
+const PRESENCE_FLUSH_MS = 1000;
 
 const APPEND = `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[1], 'data', ARGV[2])
@@ -141,6 +148,9 @@ export interface HubConfig {
 
 export class Hub {
   private readonly sessions = new Map<string, Session>();
+  /** Streams that pinged since the last presence flush, and when. */
+  private readonly pinged = new Map<Session, string>();
+  private readonly presenceTimer: NodeJS.Timeout;
 
   constructor(
     private readonly redis: Redis,
@@ -160,6 +170,26 @@ export class Hub {
       const s = ev.connector ? this.sessions.get(ev.connector) : undefined;
       if (s) this.close(s, 'token revoked');
     });
+    this.presenceTimer = setInterval(() => this.flushPresence(), PRESENCE_FLUSH_MS);
+    this.presenceTimer.unref();
+  }
+
+  /** Seconds a connector's presence lives without a ping. */
+  private get presenceTtl(): number {
+    return Math.ceil(this.cfg.heartbeatS * 2 + 5);
+  }
+
+  /** Refreshes the presence of every stream that pinged since the last flush and is still open. */
+  private flushPresence(): void {
+    if (this.pinged.size === 0) return;
+    const p = this.redis.pipeline();
+    for (const [s, seen] of this.pinged) {
+      // A closed stream's presence is gone (leave); writing it would bring it back for a TTL.
+      if (s.closed) continue;
+      p.hset(keys.presence(s.connector), 'last_seen', seen).expire(keys.presence(s.connector), this.presenceTtl).hset(keys.connector(s.connector), 'last_seen', seen);
+    }
+    this.pinged.clear();
+    void p.exec().catch(() => undefined);
   }
 
   get size(): number {
@@ -194,7 +224,7 @@ export class Hub {
 
     const now = new Date().toISOString();
     const presence = { session_id: s.id, instance: this.cfg.instanceId, version: opts.version ?? '', connected_at: now, last_seen: now, concurrency: opts.concurrency ?? '' };
-    const ttl = Math.ceil(this.cfg.heartbeatS * 2 + 5);
+    const ttl = this.presenceTtl;
     await this.redis
       .multi()
       .hset(keys.presence(connector), presence)
@@ -222,14 +252,7 @@ export class Hub {
       setInterval(() => {
         if (s.closed) return;
         res.write(': ping\n\n');
-        const seen = new Date().toISOString();
-        void this.redis
-          .multi()
-          .hset(keys.presence(connector), 'last_seen', seen)
-          .expire(keys.presence(connector), ttl)
-          .hset(keys.connector(connector), 'last_seen', seen)
-          .exec()
-          .catch(() => undefined);
+        this.pinged.set(s, new Date().toISOString());
       }, this.cfg.heartbeatS * 1000),
       // Streams end after max_age_s (±10 %) so connectors spread over router instances.
       setTimeout(() => this.close(s, 'max age reached'), this.cfg.maxAgeS * 1000 * (0.9 + Math.random() * 0.2)),
@@ -270,6 +293,7 @@ export class Hub {
     if (s.closed) return;
     s.closed = true;
     s.timers.forEach((t) => clearTimeout(t));
+    this.pinged.delete(s);
     if (this.sessions.get(s.connector) === s) this.sessions.delete(s.connector);
     this.metrics.streamsClosed.inc();
     this.metrics.connectorsOnline.set(this.sessions.size);
@@ -279,6 +303,7 @@ export class Hub {
 
   /** Ends every stream (shutdown): connectors reconnect, elsewhere when there are several routers. */
   closeAll(): void {
+    clearInterval(this.presenceTimer);
     for (const s of [...this.sessions.values()]) this.close(s, 'router shutting down');
   }
 }
