@@ -63,9 +63,9 @@ export function createLogger(name: string, level = process.env.RELAY_LOG_LEVEL ?
 /**
  * Exits once every line logged so far is written (at most `ms` later: stderr may be stuck).
  * pino's own exit hook writes the queued lines synchronously, but not the batch a thread-pool
- * write has under way: that one is lost when the process exits before the pool ran it, and the
- * lines after it are written before it. A connector stopped by SIGTERM lost its last "result
- * delivered" that way while the pool was busy (a fresh-clone CI run).
+ * write has under way: with the pool busy, that batch went out only as the process ended,
+ * after the lines logged later. A SIGTERMed connector's "connector stopping" came after its
+ * "result delivered" that way (a fresh-clone CI run).
  */
 export function exitAfterLogs(code: number, ms = 2000): void {
   // sonic-boom says whether a write is under way only in a field of its own.

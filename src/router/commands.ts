@@ -179,14 +179,13 @@ export class Hub {
     return Math.ceil(this.cfg.heartbeatS * 2 + 5);
   }
 
-  /** Refreshes the presence of every stream that pinged since the last flush and is still open. */
+  /** Refreshes the presence of every open stream that pinged since the last flush (cleanup drops closed ones). */
   private flushPresence(): void {
     if (this.pinged.size === 0) return;
     const p = this.redis.pipeline();
+    const ttl = this.presenceTtl;
     for (const [s, seen] of this.pinged) {
-      // A closed stream's presence is gone (leave); writing it would bring it back for a TTL.
-      if (s.closed) continue;
-      p.hset(keys.presence(s.connector), 'last_seen', seen).expire(keys.presence(s.connector), this.presenceTtl).hset(keys.connector(s.connector), 'last_seen', seen);
+      p.hset(keys.presence(s.connector), 'last_seen', seen).expire(keys.presence(s.connector), ttl).hset(keys.connector(s.connector), 'last_seen', seen);
     }
     this.pinged.clear();
     void p.exec().catch(() => undefined);
@@ -293,6 +292,7 @@ export class Hub {
     if (s.closed) return;
     s.closed = true;
     s.timers.forEach((t) => clearTimeout(t));
+    // Its presence is gone (leave): a refresh still queued would bring it back for a TTL.
     this.pinged.delete(s);
     if (this.sessions.get(s.connector) === s) this.sessions.delete(s.connector);
     this.metrics.streamsClosed.inc();
