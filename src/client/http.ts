@@ -2,9 +2,10 @@
 // fetch: request exposes HTTP trailers (the stream checksum arrives in one) and does not
 // try to decode Content-Encoding behind our back.
 import { rootCertificates } from 'node:tls';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { ClientConfig } from '../config.js';
 import { HEADERS, RelayError } from '../protocol/index.js';
+import { Agent, request } from './undici.js';
 
 export type Response = Dispatcher.ResponseData;
 
@@ -77,12 +78,11 @@ export async function callPresigned(url: string, opts: CallOptions = {}): Promis
 async function send(url: URL | string, method: Dispatcher.HttpMethod, headers: Record<string, string>, opts: CallOptions, where: string): Promise<Response> {
   const timeout = opts.timeoutMs ?? waitMs(undefined);
   try {
-    return await request(url, {
+    return await request(dispatcher(), typeof url === 'string' ? new URL(url) : url, {
       method,
       headers,
       body: opts.body,
       signal: opts.signal,
-      dispatcher: dispatcher(),
       headersTimeout: timeout,
       bodyTimeout: timeout,
       highWaterMark: HIGH_WATER_MARK,

@@ -1,7 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { closeHttp } from '../../src/client/index.js';
@@ -158,6 +158,42 @@ test('cli: offload --url-only prints the presigned URL on stdout', async () => {
     assert.equal(router.calls.length, 1);
   } finally {
     await router.close();
+  }
+});
+
+test('cli: a request loads only the undici it uses, and leaves its HTTP parser unoptimized (nothing to wait for at exit)', async () => {
+  const data = randomBytes(200_000);
+  const router = await fakeRouter((_req, res) => {
+    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': xxh64(data) });
+    res.end(data);
+  });
+  const dir = await tempDir();
+  try {
+    // Reading globalThis.Headers makes Node load the undici it bundles (and compile its parser).
+    const trap = join(dir, 'trap.mjs');
+    await writeFile(
+      trap,
+      `const d = Object.getOwnPropertyDescriptor(globalThis, 'Headers');
+Object.defineProperty(globalThis, 'Headers', { configurable: true, enumerable: d.enumerable, get() { process._rawDebug('TRAP: globalThis.Headers read'); return d.get ? d.get.call(this) : d.value; } });\n`,
+    );
+    const bin = join(import.meta.dirname, '../../../bin/relay.js');
+    const { execFile } = await import('node:child_process');
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile(process.execPath, ['--trace-wasm-compilation-times', '--import', trap, bin, 'request-sync', 'cc-28-aa-01', 'x.bin', '-o', join(dir, 'out.bin'), '--router', router.url, '--key', 'k'], (_err, stdout, stderr) =>
+        resolve({ code: child.exitCode, stdout, stderr }),
+      );
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok((await readFile(join(dir, 'out.bin'))).equals(data));
+    assert.doesNotMatch(r.stderr, /TRAP/, 'the CLI read globalThis.Headers');
+    // V8's trace says which tier compiled each WebAssembly function: the parser's largest
+    // function (tens of KB of code; xxhash's are under 1 KB) must stay on Liftoff.
+    assert.match(r.stdout, /using Liftoff/, 'no WebAssembly compilation trace: check the V8 flag');
+    const optimized = [...r.stdout.matchAll(/using TurboFan.*bodysize (\d+)/g)].map((m) => Number(m[1]));
+    assert.deepEqual(optimized.filter((size) => size > 10_000), [], r.stdout);
+  } finally {
+    await router.close();
+    await rm(dir, { recursive: true, force: true });
   }
 });
 
