@@ -1,9 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { DecodeError, Sink, TruncatedError, ZstdDecoder, eachPiece, storedBlocks } from '../../src/client/body.js';
-import { rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
+import { DEFAULT_CHUNK_SIZE, rawZstdFrame, xxh64, zstdCompress } from '../../src/protocol/index.js';
 import { collector } from './client-fake-router.js';
 
 test('storedBlocks: raw frames give their payload as views, compressed frames go to zstd', async () => {
@@ -67,6 +72,63 @@ test('ZstdDecoder: many frames fed byte-unaligned come out in order; skippable f
   assert.ok(data().equals(expected));
   assert.equal(sink.checksum(), xxh64(expected));
   assert.equal(sink.bytes, expected.length);
+});
+
+/** A file stream that records the memory (ArrayBuffer) of every chunk it is given. */
+function recordingFile(path: string): { file: WriteStream; memory: Set<ArrayBufferLike> } {
+  const file = createWriteStream(path);
+  const memory = new Set<ArrayBufferLike>();
+  const write = file._write.bind(file);
+  const writev = file._writev!.bind(file);
+  file._write = (chunk: Buffer, enc, cb) => {
+    memory.add(chunk.buffer);
+    write(chunk, enc, cb);
+  };
+  file._writev = (chunks, cb) => {
+    for (const c of chunks) memory.add((c.chunk as Buffer).buffer);
+    writev(chunks, cb);
+  };
+  return { file, memory };
+}
+
+async function decodeTo(sink: Sink, frames: Buffer[]): Promise<void> {
+  const dec = new ZstdDecoder(sink);
+  for (const f of frames) {
+    // Socket-sized reads.
+    for (let o = 0; o < f.length; o += 65_536) {
+      const w = dec.push(f.subarray(o, o + 65_536));
+      if (w) await w;
+    }
+  }
+  await dec.end();
+}
+
+test('ZstdDecoder: to a file, chunk-sized frames are decoded into a few reused buffers; to any other Writable, into fresh ones it may keep', async () => {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < 64; i++) chunks.push(Buffer.from(`${i};`.repeat(DEFAULT_CHUNK_SIZE)).subarray(0, DEFAULT_CHUNK_SIZE));
+  const frames = await Promise.all(chunks.map((c) => zstdCompress(c)));
+  const expected = Buffer.concat(chunks);
+  const dir = await mkdtemp(join(tmpdir(), 'relay-body-'));
+  try {
+    const path = join(dir, 'out.bin');
+    const { file, memory } = recordingFile(path);
+    const sink = new Sink(file, null);
+    assert.equal(sink.recycles, true);
+    await decodeTo(sink, frames);
+    file.end();
+    await once(file, 'close');
+    assert.ok((await readFile(path)).equals(expected), 'every frame written before its buffer was reused');
+    assert.ok(memory.size <= 16, `64 frames written from ${memory.size} buffers`);
+
+    // A collector keeps every chunk: reusing one would overwrite what it holds.
+    const { out, data } = collector();
+    const kept = new Sink(out, null);
+    assert.equal(kept.recycles, false);
+    await decodeTo(kept, frames);
+    assert.ok(data().equals(expected));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });
 
 test('ZstdDecoder: a read full of tiny frames stops decoding while the output is stuck', async () => {
