@@ -38,7 +38,10 @@ async function main(): Promise<void> {
       stat(path).then(
         (st) => {
           res.writeHead(200, { 'content-length': st.size, 'content-type': 'application/octet-stream' });
-          createReadStream(path, { highWaterMark: 1 << 20 }).pipe(res);
+          // Reads of up to 1 MiB, but no larger than the file: a read stream allocates a
+          // buffer of its highWaterMark per read, and 1 MiB for each 1 KB file held this server
+          // to ~1,500 req/s where it serves ~5,000 (a probe, server and client in one process).
+          createReadStream(path, { highWaterMark: Math.min(Math.max(st.size, 1), 1 << 20) }).pipe(res);
         },
         () => res.writeHead(404).end(),
       );
