@@ -28,9 +28,10 @@ const sub = process.argv[2];
 // A command that runs for a moment (a request, a look-up) keeps WebAssembly code unoptimized
 // until it has run a long while. undici's HTTP parser is WebAssembly, and once warm (after one
 // request) V8 optimized its largest function on a background thread: 161 ms of CPU and 42 MB,
-// which the process then waited for before it could exit (`relay request-stream` of 1 KB:
-// 0.52 s → 0.32 s). Small hot loops (xxhash over a 100 MB download) still get optimized
-// within the first megabytes. The router and the connector run long: V8's defaults.
+// which the process then waited for before it could exit (`relay request-stream` of 1 KB,
+// with client/undici.ts: 0.71-0.80 → 0.37-0.41 s). Small hot loops (xxhash over a 100 MB
+// download) still get optimized within the first megabytes. The router, the connector and the
+// demo run long: V8's defaults.
 const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
 if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=100000000');
 // `relay --version` needs none of them (1.6 s with all loaded, 0.15 s without).
