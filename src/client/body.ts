@@ -35,7 +35,7 @@ const OUT_BATCH = 1 << 20;
  * stdout/stderr written to a file do it synchronously. Any other Writable may keep what it was
  * given (a collector, a parser), and gets fresh buffers.
  */
-export function recyclesBuffers(out: Writable): boolean {
+function recyclesBuffers(out: Writable): boolean {
   return out instanceof WriteStream || out instanceof Socket || out === process.stdout || out === process.stderr;
 }
 

@@ -9,7 +9,7 @@ import { runRequest, type Io } from '../../src/cli/request.js';
 import { EXIT, EXIT_CODES, UsageError, exitCodeFor } from '../../src/cli/exit-codes.js';
 import { ConfigError } from '../../src/config.js';
 import { ERROR_STATUS, RelayError, xxh64, type ErrorCode } from '../../src/protocol/index.js';
-import { fakeRouter, collector, json, errorBody, RID } from './client-fake-router.js';
+import { fakeRouter, syncAnswer, collector, json, errorBody, RID } from './client-fake-router.js';
 
 after(() => closeHttp());
 
@@ -53,10 +53,7 @@ async function tempDir(): Promise<string> {
 
 test('cli: -o writes the file (no .partial left), --json prints the summary, stderr says verified', async () => {
   const data = randomBytes(200_000);
-  const router = await fakeRouter((_req, res) => {
-    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': xxh64(data) });
-    res.end(data);
-  });
+  const router = await fakeRouter(syncAnswer(data));
   const dir = await tempDir();
   try {
     const file = join(dir, 'out.bin');
@@ -81,10 +78,7 @@ test('cli: -o writes the file (no .partial left), --json prints the summary, std
 
 test('cli: a checksum mismatch exits 6, leaves no file and no .partial, prints code and request id', async () => {
   const data = randomBytes(300_000);
-  const router = await fakeRouter((_req, res) => {
-    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': '0123456789abcdef' });
-    res.end(data);
-  });
+  const router = await fakeRouter(syncAnswer(data, '0123456789abcdef'));
   const dir = await tempDir();
   try {
     const t = io();
@@ -163,10 +157,7 @@ test('cli: offload --url-only prints the presigned URL on stdout', async () => {
 
 test('cli: a request loads only the undici it uses, and leaves its HTTP parser unoptimized (nothing to wait for at exit)', async () => {
   const data = randomBytes(200_000);
-  const router = await fakeRouter((_req, res) => {
-    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': xxh64(data) });
-    res.end(data);
-  });
+  const router = await fakeRouter(syncAnswer(data));
   const dir = await tempDir();
   try {
     // Reading globalThis.Headers makes Node load the undici it bundles (and compile its parser).

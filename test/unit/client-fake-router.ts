@@ -4,6 +4,7 @@ import { createServer, type IncomingMessage, type ServerResponse, type IncomingH
 import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
+import { xxh64 } from '../../src/protocol/index.js';
 
 export interface Call {
   method: string;
@@ -43,6 +44,14 @@ export async function fakeRouter(handler: Handler): Promise<FakeRouter> {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+/** A sync answer of `data` with its checksum (or the given one, to fake a mismatch). */
+export function syncAnswer(data: Buffer, checksum = xxh64(data)): Handler {
+  return (_req, res) => {
+    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': checksum });
+    res.end(data);
   };
 }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { requestSync, closeHttp } from '../../src/client/index.js';
 import { RelayError, xxh64 } from '../../src/protocol/index.js';
-import { fakeRouter, collector, json, errorBody, statusBody, RID } from './client-fake-router.js';
+import { fakeRouter, syncAnswer, collector, json, errorBody, statusBody, RID } from './client-fake-router.js';
 
 after(() => closeHttp());
 
@@ -62,10 +62,7 @@ test('sync: a body that does not match X-Relay-Checksum is CHECKSUM_MISMATCH', a
 
 test('sync: a router path prefix is kept', async () => {
   const data = Buffer.from('a,b\n1,2\n');
-  const router = await fakeRouter((_req, res) => {
-    res.writeHead(200, { 'content-length': data.length, 'x-relay-request-id': RID, 'x-relay-checksum': xxh64(data) });
-    res.end(data);
-  });
+  const router = await fakeRouter(syncAnswer(data));
   try {
     await requestSync({ routerUrl: `${router.url}/relay`, apiKey: 'k' }, req, collector().out);
     assert.equal(router.calls[0]!.url, '/relay/v1/datasets/request-sync');
