@@ -9,12 +9,13 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
 import { sleep } from '../../test/helpers/stack.js';
 import type { Scenario } from '../lib/context.js';
-import { cpuMeter, openFds, RssSampler, rssMb } from '../lib/procs.js';
+import { cpuMeter, openFds, RssSampler, rssMb, selfCpu } from '../lib/procs.js';
 import { fmt, percentile, wallMs, yesNo } from '../lib/stats.js';
 import { redisPid } from './small.js';
 
@@ -161,13 +162,23 @@ export const fleet: Scenario = {
       };
       ctx.log(`fleet: ${warmup} sync requests to random connectors (cold router, reported apart), then ${commands}, ${COMMAND_CONCURRENCY} at a time`);
       const cold = await round('cold', warmup);
-      const cmdCpu = await cpuMeter({ router: routerPid });
+      // Every process of the run, over the measured requests: on two cores the router's latency
+      // is also the simulators', Redis's and the load generator's CPU.
+      const simPids = Object.fromEntries(sims.map((s, i) => [`sim${i}`, s.child.pid]));
+      const cmdCpu = await cpuMeter({ router: routerPid, redis: await redisPid(stack.redis), ...simPids });
+      const self0 = selfCpu();
+      const tRound = performance.now();
       let measured: Awaited<ReturnType<typeof round>> | undefined;
       const during = await rss.during(async () => {
         measured = await round('warm', commands);
       });
-      await pool.close();
       const cpuCmd = await cmdCpu();
+      const roundS = (performance.now() - tRound) / 1000;
+      const loadCpu = selfCpu() - self0;
+      await pool.close();
+      const simCpu = Object.keys(simPids).reduce((a, k) => a + (cpuCmd[k] ?? 0), 0);
+      const share = (sec: number | null | undefined) => (sec == null ? '-' : `${fmt((100 * sec) / roundS, 0)} %`);
+      const totalCpu = [cpuCmd.router, cpuCmd.redis, simCpu, loadCpu].reduce<number>((a, x) => a + (x ?? 0), 0);
       const { endToEnd, failures, delivery, ack } = measured!;
       const errors = measured!.errors + cold.errors;
       for (const [k, v] of cold.failures) failures.set(k, (failures.get(k) ?? 0) + v);
@@ -180,7 +191,8 @@ export const fleet: Scenario = {
           `Connectors registered with addConnector (${registerS.toFixed(1)} s for ${n}); ${SIM_PROCS} simulator processes open the event streams (100 at a time each) and answer commands with the ack and a 1 KB one-chunk result. ` +
             `RSS idle: the router before any stream; with streams: median over 1 s once all are open; peak: during the commands. ` +
             `Request → command / ack: from the client sending the sync request to the simulator reading the command / getting 204 for its ack (wall clock, same machine). ` +
-            `${commands} requests, ${COMMAND_CONCURRENCY} at a time, to random connectors, after ${warmup} the same way whose latencies are shown on their own (cold router) and not in the other rows.`,
+            `${commands} requests, ${COMMAND_CONCURRENCY} at a time, to random connectors, after ${warmup} the same way whose latencies are shown on their own (cold router) and not in the other rows. ` +
+            `CPU: each process's share of one core over the measured requests (the window ends with a 0.2 s wait for the simulators' last messages); the router's includes V8's GC threads.`,
         ],
         head: ['measure', 'value', 'target', 'met'],
         rows: [
@@ -192,6 +204,12 @@ export const fleet: Scenario = {
           ['request → ack accepted, p50 / p99', `${fmt(percentile(ack, 50))} / ${fmt(ackP99)} ms (${ack.length} of ${commands})`, `p99 < ${TARGET_ACK_P99_MS} ms`, yesNo(ack.length === commands && ackP99 < TARGET_ACK_P99_MS)],
           ['cold: the first requests after start, ack p50 / p99', `${fmt(percentile(cold.ack, 50))} / ${fmt(percentile(cold.ack, 99))} ms (${cold.ack.length} of ${warmup})`, '-', '-'],
           ['whole sync request, p50 / p99', `${fmt(percentile(endToEnd, 50))} / ${fmt(percentile(endToEnd, 99))} ms (router CPU ${fmt(cpuCmd.router, 1)} s)`, '-', '-'],
+          [
+            `CPU over the ${commands} requests (${fmt(roundS, 1)} s; one core = 100 %)`,
+            `router ${share(cpuCmd.router)}, simulators ${share(simCpu)}, Redis ${share(cpuCmd.redis)}, load generator ${share(loadCpu)}: ${share(totalCpu)} of ${cpus().length * 100} %`,
+            '-',
+            '-',
+          ],
           ['errors; streams dropped during the run', `${errors}${errors ? ` (${[...failures].map(([k, v]) => `${k} ×${v}`).join(', ')})` : ''}; ${dropped}`, '0', yesNo(errors === 0 && dropped === 0)],
         ],
       });
