@@ -12,12 +12,17 @@ const program = new Command('relay')
 
 // Only the module of the command being run is loaded (the router's and the connector's pull in
 // bullmq, minio, DuckDB, pg...: ~0.4 s each); help and unknown commands load them all.
-const modules: Record<string, string> = {
+// The request commands' module is imported by a literal path: scripts/bundle-cli.mjs bundles it
+// with this file (bin/relay.js runs the bundle). The others are imported by a computed path, so
+// they stay the modules tsc wrote (they find files relative to themselves).
+type Register = { register(p: Command): void };
+const request = (): Promise<Register> => import('./request.js');
+const modules: Record<string, string | (() => Promise<Register>)> = {
   router: './router.js',
   connector: './connector.js',
-  'request-sync': './request.js',
-  'request-stream': './request.js',
-  'request-offload': './request.js',
+  'request-sync': request,
+  'request-stream': request,
+  'request-offload': request,
   admin: './admin.js',
   demo: './demo.js',
   'sample-data': './sample-data.js',
@@ -36,6 +41,6 @@ const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
 if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=100000000');
 // `relay --version` needs none of them (1.6 s with all loaded, 0.15 s without).
 const wanted = sub === '--version' || sub === '-V' ? [] : sub !== undefined && Object.hasOwn(modules, sub) ? [modules[sub]!] : [...new Set(Object.values(modules))];
-for (const m of wanted) ((await import(m)) as { register(p: Command): void }).register(program);
+for (const m of wanted) (typeof m === 'string' ? ((await import(m)) as Register) : await m()).register(program);
 
 await program.parseAsync(process.argv);

@@ -7,12 +7,12 @@ import { once } from 'node:events';
 import { finished } from 'node:stream/promises';
 import type { Writable } from 'node:stream';
 import { Option, type Command } from 'commander';
-import cliProgress from 'cli-progress';
 import { clientConfig, ConfigError, type ClientConfig } from '../config.js';
 import { FORMATS, MODES, RelayError, clientRequestSchema, toRelayError, type ClientRequest, type Format, type Mode } from '../protocol/index.js';
 import { cancel, closeHttp, requestOffload, requestStream, requestSync, type RequestOptions, type RequestResult } from '../client/index.js';
 import { EXIT, UsageError, exitCodeFor } from './exit-codes.js';
 import { formatOfName, type PreviewFormat } from './formats.js';
+import { human } from './units.js';
 
 export interface RequestFlags {
   sql?: string;
@@ -162,7 +162,8 @@ export async function runRequest(mode: Mode, connector: string, dataset: string 
   const preview = p.preview ? await import('./preview.js') : undefined;
   const previewer = p.preview && preview ? new preview.PreviewWriter(p.preview.format, p.preview.rows, file?.stream) : undefined;
   const out: Writable = previewer ?? file?.stream ?? io.stdout;
-  const progress = io.stderrIsTTY ? new Progress(io.stderr) : undefined;
+  // cli-progress is loaded only for a terminal (~20 ms of a command's start otherwise).
+  const progress = io.stderrIsTTY ? new (await import('./progress.js')).Progress(io.stderr) : undefined;
   let requestId = '';
   const opts: RequestOptions = {
     signal: io.signal,
@@ -288,55 +289,4 @@ async function openPartial(path: string): Promise<PartialFile> {
       await unlink(partial).catch(() => undefined);
     },
   };
-}
-
-/** cli-progress on stderr, redrawn at most every 100 ms: callbacks come per socket read. */
-class Progress {
-  private bar: cliProgress.SingleBar | undefined;
-  private last = 0;
-  private readonly started = Date.now();
-
-  constructor(private readonly stream: Writable) {}
-
-  update(bytes: number, total: number | null): void {
-    const now = Date.now();
-    if (this.bar && now - this.last < 100 && bytes !== total) return;
-    this.last = now;
-    const seconds = (now - this.started) / 1000;
-    const payload = { done: human(bytes), size: total === null ? '?' : human(total), speed: seconds > 0 ? (bytes / 1e6 / seconds).toFixed(1) : '0.0' };
-    if (!this.bar) {
-      const known = total !== null && total > 0;
-      this.bar = new cliProgress.SingleBar(
-        {
-          stream: this.stream as NodeJS.WritableStream,
-          format: known
-            ? ' {bar} {percentage}% | {done} / {size} | {speed} MB/s | ETA {eta_formatted}'
-            : ' {done} | {speed} MB/s | {duration_formatted}',
-          hideCursor: true,
-          clearOnComplete: true,
-          etaBuffer: 20,
-        },
-        cliProgress.Presets.shades_classic,
-      );
-      this.bar.start(known ? total : 0, bytes, payload);
-      return;
-    }
-    this.bar.update(bytes, payload);
-  }
-
-  stop(): void {
-    this.bar?.stop();
-    this.bar = undefined;
-  }
-}
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }

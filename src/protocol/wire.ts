@@ -1,6 +1,6 @@
 // Wire types and their zod schemas (PROTOCOL.md §2–§3). Both router and connector validate
 // what they receive with these; the CLI builds its requests from the same types.
-import { z } from 'zod';
+import * as z from 'zod';
 import { CHECKSUM_RE } from './checksum.js';
 import { CONNECTOR_ERROR_CODES } from './errors.js';
 import { MAX_CHUNK_SIZE } from './codec.js';

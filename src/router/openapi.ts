@@ -2,7 +2,7 @@
 // validate with (zod 4's z.toJSONSchema), so the document cannot drift from the validation.
 // Answers the routes build from TypeScript interfaces get zod twins here, each checked against
 // its interface by the compiler.
-import { z } from 'zod';
+import * as z from 'zod';
 import { ERROR_STATUS, type ErrorBody, type ErrorCode } from '../protocol/errors.js';
 import {
   ackSchema,
