@@ -1,0 +1,57 @@
+// bin/relay.js runs the bundle scripts/bundle-cli.mjs builds (part of `npm run build`): a request
+// command must load a few files, not the ~170 ES modules it did before (README, Dependencies).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile, readdir, writeFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const BIN = join(ROOT, 'bin/relay.js');
+const run = promisify(execFile);
+
+/** Every ES module `relay ARGS` resolves, from a resolve hook (module.register). */
+async function modulesLoaded(args: string[]): Promise<{ urls: string[]; stdout: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'relay-bundle-'));
+  try {
+    const hooks = join(dir, 'hooks.mjs');
+    const preload = join(dir, 'preload.mjs');
+    await writeFile(hooks, `export async function resolve(s, c, next) { const r = await next(s, c); process.stderr.write('resolved ' + r.url + '\\n'); return r; }\n`);
+    await writeFile(preload, `import { register } from 'node:module'; register(${JSON.stringify(new URL(`file://${hooks}`).href)});\n`);
+    const { stdout, stderr } = await run(process.execPath, ['--import', preload, BIN, ...args], { env: { ...process.env, NO_COLOR: '1' } });
+    const urls = stderr.split('\n').filter((l) => l.startsWith('resolved file:')).map((l) => l.slice('resolved '.length));
+    return { urls, stdout };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('a request command runs from the bundle: a handful of files, no zod, cli-progress or compressor from node_modules', async () => {
+  const { urls, stdout } = await modulesLoaded(['request-sync', '--help']);
+  assert.match(stdout, /Usage: relay request-sync/);
+  assert.ok(urls.some((u) => u.endsWith('/dist/src/cli/main.bundle.js')), 'bin/relay.js imports the bundle');
+  const fromPackages = urls.filter((u) => u.includes('/node_modules/'));
+  for (const pkg of ['zod', 'commander', 'cli-progress', '@mongodb-js/zstd', 'xxhash-wasm']) {
+    assert.ok(!fromPackages.some((u) => u.includes(`/node_modules/${pkg}/`)), `${pkg} is bundled or not loaded: ${fromPackages.join(', ')}`);
+  }
+  assert.ok(urls.length <= 12, `${urls.length} ES modules resolved: ${urls.join(', ')}`);
+});
+
+test("the bundle holds zod tree-shaken: none of its locales but English", async () => {
+  const dir = join(ROOT, 'dist/src/cli/bundle');
+  const files = await readdir(dir);
+  assert.ok(files.some((f) => f.startsWith('request-')), `request chunk in ${files.join(', ')}`);
+  for (const f of files) {
+    const text = await readFile(join(dir, f), 'utf8');
+    // A message only zod's Dutch locale has (ASCII: esbuild escapes other characters).
+    assert.ok(!text.includes('Ongeldige invoer'), `${f} bundles zod's locales`);
+  }
+});
+
+test('the router and connector commands stay the files tsc wrote (they find files relative to themselves)', async () => {
+  const { urls } = await modulesLoaded(['router', '--help']);
+  assert.ok(urls.some((u) => u.endsWith('/dist/src/cli/router.js')), urls.join(', '));
+});
