@@ -1,19 +1,24 @@
-// `relay admin ...`: provisioning (PROTOCOL.md §5), written to the router's Redis.
+// `relay admin ...`: provisioning (PROTOCOL.md §5), written to the router's Redis. Redis and the
+// router's auth module are loaded when a sub-command runs, not when it is registered.
 import type { Command } from 'commander';
 import { adminConfig } from '../config.js';
-import { addClient, addConnector, addTenant, revokeSecret } from '../router/auth.js';
-import { connectRedis, type Redis } from '../router/redis.js';
+import type { Redis } from '../router/redis.js';
 import { exitWithError } from './fail.js';
 
-async function withRedis(opts: Record<string, unknown>, fn: (redis: Redis) => Promise<void>): Promise<void> {
+type Auth = typeof import('../router/auth.js');
+
+async function withRedis(opts: Record<string, unknown>, fn: (redis: Redis, auth: Auth) => Promise<void>): Promise<void> {
   let redis: Redis | null = null;
+  let unreachable: Error | undefined;
   try {
-    redis = connectRedis(adminConfig(opts).redisUrl, 'admin');
-    await fn(redis);
+    const [{ connectRedis }, auth] = await Promise.all([import('../router/redis.js'), import('../router/auth.js')]);
+    redis = connectRedis(adminConfig(opts).redisUrl, 'admin', (err) => (unreachable = err), { failFast: true });
+    await fn(redis, auth);
     await redis.quit();
   } catch (err) {
     redis?.disconnect();
-    exitWithError(err);
+    // ioredis's own error says only that it gave up; the connection's error says why.
+    exitWithError(unreachable ? new Error(`cannot reach Redis (RELAY_REDIS_URL / --redis-url): ${unreachable.message}`) : err);
   }
 }
 
@@ -25,8 +30,8 @@ export function register(program: Command): void {
     .command('add-tenant <tenant>')
     .description('create a tenant')
     .action(async (tenant: string, _o, cmd: Command) =>
-      withRedis(common(cmd), async (r) => {
-        const created = await addTenant(r, tenant);
+      withRedis(common(cmd), async (r, auth) => {
+        const created = await auth.addTenant(r, tenant);
         process.stderr.write(created ? `tenant ${tenant} created\n` : `tenant ${tenant} already exists\n`);
       }),
     );
@@ -38,8 +43,8 @@ export function register(program: Command): void {
     .requiredOption('--id <id>', 'connector id (e.g. its MAC address cc-28-aa-01-02-03)')
     .option('--token <secret>', 'use this token instead of generating one')
     .action(async (o: { tenant: string; id: string; token?: string }, cmd: Command) =>
-      withRedis(common(cmd), async (r) => {
-        const token = await addConnector(r, o.tenant, o.id, o.token);
+      withRedis(common(cmd), async (r, auth) => {
+        const token = await auth.addConnector(r, o.tenant, o.id, o.token);
         if (!o.token) process.stdout.write(`${token}\n`);
         process.stderr.write(`connector ${o.id} registered in tenant ${o.tenant}\n`);
       }),
@@ -51,8 +56,8 @@ export function register(program: Command): void {
     .requiredOption('--tenant <tenant>', 'owning tenant')
     .option('--key <secret>', 'use this key instead of generating one')
     .action(async (o: { tenant: string; key?: string }, cmd: Command) =>
-      withRedis(common(cmd), async (r) => {
-        const key = await addClient(r, o.tenant, o.key);
+      withRedis(common(cmd), async (r, auth) => {
+        const key = await auth.addClient(r, o.tenant, o.key);
         if (!o.key) process.stdout.write(`${key}\n`);
         process.stderr.write(`client key added to tenant ${o.tenant}\n`);
       }),
@@ -64,10 +69,10 @@ export function register(program: Command): void {
     .option('--token <secret>', 'connector token to revoke')
     .option('--key <secret>', 'client key to revoke')
     .action(async (o: { token?: string; key?: string }, cmd: Command) =>
-      withRedis(common(cmd), async (r) => {
+      withRedis(common(cmd), async (r, auth) => {
         const secret = o.token ?? o.key;
         if (!secret || (o.token && o.key)) throw new Error('give exactly one of --token or --key');
-        const what = await revokeSecret(r, secret);
+        const what = await auth.revokeSecret(r, secret);
         if (!what || what.kind === 'admin') throw new Error('no such secret (already revoked?)');
         process.stderr.write(`revoked ${what.kind}${what.kind === 'connector' ? ` ${what.id}` : ''} of tenant ${what.tenant}\n`);
       }),

@@ -8,9 +8,12 @@ export type { Redis };
  * onError: where connection errors go (ioredis reconnects by itself; without a listener it
  * prints every failed reconnect as an "unhandled error event").
  */
-export function connectRedis(url: string, name: string, onError: (err: Error) => void = () => undefined, opts: { autoPipelining?: boolean } = {}): Redis {
+export function connectRedis(url: string, name: string, onError: (err: Error) => void = () => undefined, opts: { autoPipelining?: boolean; failFast?: boolean } = {}): Redis {
   const r = new Redis(url, {
-    maxRetriesPerRequest: null,
+    // A long-running router waits for Redis to come back. A one-shot command (`relay admin`, the
+    // demo's provisioning) fails after a few tries instead of hanging: commands are refused once
+    // a reconnection failed, and ioredis stops after three.
+    ...(opts.failFast ? { maxRetriesPerRequest: 1, retryStrategy: (times: number) => (times > 3 ? null : 200) } : { maxRetriesPerRequest: null }),
     enableReadyCheck: true,
     connectionName: `relay-${name}`,
     lazyConnect: false,

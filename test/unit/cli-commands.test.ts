@@ -1,5 +1,7 @@
-// bin/relay.js runs the bundle scripts/bundle-cli.mjs builds (part of `npm run build`): a request
-// command must load a few files, not the ~170 ES modules it did before (README, Dependencies).
+// How `relay` starts: bin/relay.js runs the bundle scripts/bundle-cli.mjs builds (part of `npm
+// run build`), so a request command loads a few files, not the ~170 ES modules it did before
+// (README, Dependencies); the other commands load their heavy modules only when they run; a
+// one-shot command gives up on an unreachable Redis instead of waiting for it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -54,4 +56,24 @@ test("the bundle holds zod tree-shaken: none of its locales but English", async 
 test('the router and connector commands stay the files tsc wrote (they find files relative to themselves)', async () => {
   const { urls } = await modulesLoaded(['router', '--help']);
   assert.ok(urls.some((u) => u.endsWith('/dist/src/cli/router.js')), urls.join(', '));
+});
+
+test('`relay --help` lists every command without loading the router, the connector or the demo', async () => {
+  const { urls, stdout } = await modulesLoaded(['--help']);
+  for (const cmd of ['router', 'connector', 'request-sync', 'request-stream', 'request-offload', 'admin', 'demo', 'sample-data', 'status']) {
+    assert.match(stdout, new RegExp(`^  ${cmd} `, 'm'), cmd);
+  }
+  for (const heavy of ['/dist/src/router/server.js', '/dist/src/connector/connector.js', '/dist/src/cli/demo-run.js', '/dist/src/router/auth.js', '/node_modules/bullmq/', '/node_modules/ioredis/', '/node_modules/apache-arrow/']) {
+    assert.ok(!urls.some((u) => u.includes(heavy)), `${heavy} loaded for --help`);
+  }
+});
+
+test('relay admin with Redis unreachable fails with a clear error instead of waiting for it', async () => {
+  const err = await run(process.execPath, [BIN, 'admin', 'add-tenant', 't-unreachable'], { env: { ...process.env, RELAY_REDIS_URL: 'redis://127.0.0.1:1' }, timeout: 30_000 }).then(
+    () => assert.fail('admin succeeded without Redis'),
+    (e: { code?: number; killed?: boolean; stderr?: string }) => e,
+  );
+  assert.equal(err.killed, false, 'it gave up by itself');
+  assert.equal(err.code, 1);
+  assert.match(err.stderr ?? '', /cannot reach Redis \(RELAY_REDIS_URL \/ --redis-url\): connect ECONNREFUSED 127\.0\.0\.1:1/);
 });
