@@ -284,7 +284,7 @@ export class CompressionChooser {
     // the first raw try closed seconds later), zstd, the safe guess; the phases count towards
     // the next try all the same.
     const known = raw !== null && zstd !== null;
-    const best = known ? this.best(raw, zstd) : 'zstd';
+    const best = known ? (this.shrinks() ? this.best(raw, zstd) : 'raw') : 'zstd';
     const other: Encoding = best === 'raw' ? 'zstd' : 'raw';
     const settled = this.samples[other].length >= SETTLED;
     const far = known && settled && Math.max(raw, zstd) / Math.min(raw, zstd) > FAR;
@@ -294,6 +294,19 @@ export class CompressionChooser {
       return { encoding: other, trying: true };
     }
     return { encoding: best, trying: false };
+  }
+
+  /**
+   * Whether zstd has been making chunks smaller lately. On data it does not shrink (random bytes,
+   * compressed files) a zstd phase costs the compressing and sends the same bytes (encodeChunk
+   * keeps such a chunk raw), so timed against raw it is a coin toss, and when it wins the CPU is
+   * spent for nothing: 100 MB of random bytes cost zstd ~0.08 s at level 1 and ~0.74 s at level
+   * 6 here (a connector that rated zstd faster on the CSV before may climb to 6). Such data goes
+   * raw; zstd is still tried on the usual schedule, and one chunk that shrinks brings the ratio
+   * (a moving average) back under NO_GAIN.
+   */
+  private shrinks(): boolean {
+    return this.ratio === null || this.ratio <= NO_GAIN;
   }
 
   /**

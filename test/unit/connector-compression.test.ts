@@ -190,6 +190,27 @@ test('incompressible data goes raw on a fast link', () => {
   assert.equal(fast.c.estimates.rawWins, true);
 });
 
+test('data zstd does not shrink goes raw even when a zstd phase happens to be timed faster (its compressing is wasted)', () => {
+  // Compressing on the thread pool runs beside the uploads, and a chunk zstd does not shrink is
+  // sent raw, so a zstd phase of incompressible data can be timed as fast as a raw one or faster.
+  const { c, clock } = chooser();
+  let zstd = 0;
+  for (let i = 0; i < 400; i++) {
+    const choice = c.choose(CHUNK);
+    if (choice.compress) {
+      zstd++;
+      c.encoded(true, CHUNK, CHUNK, 0.5, choice.level);
+    }
+    clock.t += choice.compress ? 0.9 : 1.0;
+    choice.done();
+  }
+  assert.equal(c.estimates.ratio, 1);
+  assert.ok(zstd < 40, `${zstd} of 400 chunks compressed`);
+  // The same data that shrinks: zstd, timed faster, wins again.
+  const after = drive(c, clock, 200, { linkMBps: 100, ratio: 0.28 });
+  assert.ok(after > 150, `${after} of 200 compressed once the data shrinks`);
+});
+
 test('auto follows a link that slows down', () => {
   const { c, clock } = chooser();
   drive(c, clock, 100, { linkMBps: 3000 }); // fast: raw
