@@ -1,6 +1,7 @@
-// `relay demo` (the command is registered in demo.ts): the whole data path on one machine. Starts a router (embedded S3 store) and a
-// connector as child processes, generates sample data, fetches the 100 MB CSV in each of the
-// three modes through the client library, runs one SQL query on it (DuckDB) and prints a table.
+// `relay demo` (registered in demo.ts): the whole data path on one machine. Starts a router
+// (embedded S3 store) and a connector as child processes, generates sample data, fetches the
+// 100 MB CSV in each of the three modes through the client library, runs one SQL query on it
+// (DuckDB) and prints a table.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';

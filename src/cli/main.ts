@@ -10,8 +10,9 @@ const program = new Command('relay')
   .version(pkg.version)
   .showHelpAfterError();
 
-// Only the module of the command being run is loaded (the router's and the connector's pull in
-// bullmq, minio, DuckDB, pg...: ~0.4 s each); help and unknown commands load them all.
+// Only the module of the command being run is loaded; help and unknown commands load them all
+// (each is light: the router's, connector's, admin's and demo's heavy modules, bullmq, minio,
+// DuckDB, pg..., are imported when the command runs).
 // The request commands' module is imported by a literal path: scripts/bundle-cli.mjs bundles it
 // with this file (bin/relay.js runs the bundle). The others are imported by a computed path, so
 // they stay the modules tsc wrote (they find files relative to themselves).

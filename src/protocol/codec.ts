@@ -15,8 +15,9 @@ export const DEFAULT_ZSTD_LEVEL = 1;
 export type Encoding = 'zstd' | 'identity';
 
 /**
- * @mongodb-js/zstd compresses on the libuv pool. Only a connector compresses, so the module is
- * loaded on first use: a client (the CLI) that only decodes starts ~13 ms sooner.
+ * @mongodb-js/zstd compresses on the libuv pool. Only a connector compresses, so the module (a
+ * native addon, ~13 ms to load on its own) is loaded on first use, not by a client that only
+ * decodes.
  */
 let compressor: typeof import('@mongodb-js/zstd').compress | undefined;
 async function compress(data: Buffer, level: number): Promise<Buffer> {
