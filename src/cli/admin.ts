@@ -8,17 +8,15 @@ import { exitWithError } from './fail.js';
 type Auth = typeof import('../router/auth.js');
 
 async function withRedis(opts: Record<string, unknown>, fn: (redis: Redis, auth: Auth) => Promise<void>): Promise<void> {
-  let redis: Redis | null = null;
-  let unreachable: Error | undefined;
+  let conn: { redis: Redis; failure(err: unknown): unknown } | null = null;
   try {
-    const [{ connectRedis }, auth] = await Promise.all([import('../router/redis.js'), import('../router/auth.js')]);
-    redis = connectRedis(adminConfig(opts).redisUrl, 'admin', (err) => (unreachable = err), { failFast: true });
-    await fn(redis, auth);
-    await redis.quit();
+    const [{ connectOneShot }, auth] = await Promise.all([import('../router/redis.js'), import('../router/auth.js')]);
+    conn = connectOneShot(adminConfig(opts).redisUrl, 'admin', 'RELAY_REDIS_URL / --redis-url');
+    await fn(conn.redis, auth);
+    await conn.redis.quit();
   } catch (err) {
-    redis?.disconnect();
-    // ioredis's own error says only that it gave up; the connection's error says why.
-    exitWithError(unreachable ? new Error(`cannot reach Redis (RELAY_REDIS_URL / --redis-url): ${unreachable.message}`) : err);
+    conn?.redis.disconnect();
+    exitWithError(conn ? conn.failure(err) : err);
   }
 }
 

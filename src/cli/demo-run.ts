@@ -17,7 +17,7 @@ import { Xxh64Stream } from '../protocol/checksum.js';
 import { toRelayError } from '../protocol/errors.js';
 import type { ClientRequest } from '../protocol/wire.js';
 import { addClient, addConnector, addTenant } from '../router/auth.js';
-import { connectRedis } from '../router/redis.js';
+import { connectOneShot } from '../router/redis.js';
 import { exitWithError } from './fail.js';
 import { generateSampleData, salesCsvBytes } from './sample-data.js';
 import { arrowPreview, renderTable } from './preview.js';
@@ -109,8 +109,7 @@ export async function runDemo(o: { dir: string; bigCsvBytes: string }): Promise<
     process.stderr.write(`demo: generating sample data in ${dataDir}\n`);
     await generateSampleData(dataDir, { bigCsvBytes: Number(o.bigCsvBytes) });
 
-    let unreachable: Error | undefined;
-    const redis = connectRedis(redisUrl, 'demo', (err) => (unreachable = err), { failFast: true });
+    const { redis, failure } = connectOneShot(redisUrl, 'demo', 'RELAY_REDIS_URL');
     const tenant = 'demo';
     const connectorId = 'demo-connector';
     let token: string;
@@ -121,7 +120,7 @@ export async function runDemo(o: { dir: string; bigCsvBytes: string }): Promise<
       apiKey = await addClient(redis, tenant);
     } catch (err) {
       redis.disconnect();
-      throw unreachable ? new Error(`cannot reach Redis (RELAY_REDIS_URL): ${unreachable.message}`) : err;
+      throw failure(err);
     }
     await redis.quit();
 

@@ -26,6 +26,18 @@ export function connectRedis(url: string, name: string, onError: (err: Error) =>
   return r;
 }
 
+/**
+ * A connection for a one-shot command (`relay admin`, the demo's provisioning): it gives up after
+ * a few tries instead of waiting for Redis. `failure(err)` gives what a command threw as the
+ * connection's own error when there was one (ioredis's says only that it gave up); `setting`
+ * names where the URL came from.
+ */
+export function connectOneShot(url: string, name: string, setting: string): { redis: Redis; failure(err: unknown): unknown } {
+  let unreachable: Error | undefined;
+  const redis = connectRedis(url, name, (err) => (unreachable = err), { failFast: true });
+  return { redis, failure: (err) => (unreachable ? new Error(`cannot reach Redis (${setting}): ${unreachable.message}`) : err) };
+}
+
 /** A connector's in-flight set lives this long after its last addition (a stale set cleans itself up). */
 export const IN_FLIGHT_TTL_S = 86_400;
 
