@@ -31,6 +31,8 @@ import { MB, fmt, median, yesNo } from '../lib/stats.js';
 import type { Table } from '../lib/table.js';
 
 export const STREAM_TARGET_MBPS = 340;
+/** Untimed 100 MB streams through a fresh stack before the first round (warmStack). */
+const STACK_WARMUP_STREAMS = 6;
 const BUCKET = 'relay-results';
 
 /**
@@ -228,6 +230,29 @@ export async function measureCases(ctx: BenchContext, label: string, cases: Case
   await rm(out, { force: true });
 }
 
+/**
+ * Streams of a 100 MB dataset through a fresh stack before anything is timed. The router's and
+ * the connector's hot code runs once per chunk, and V8 optimizes such a function only after it
+ * has run a while (bytecode run, not time): traced with --trace-opt, functions were still being
+ * optimized in the tenth stream with V8's default budget, in the fourth to fifth with the one
+ * `relay router|connector` set (cli/main.ts). One warm-up round of the cases is 2 streams, so
+ * the first dataset's stream runs were timed on code the second's were not (CSV 221-255 MB/s,
+ * random bytes after it 358-360, with the same CPU per chunk once warm). Returns each stream's
+ * MB/s, for the table's notes (the cold speed is part of the picture).
+ */
+async function warmStack(ctx: BenchContext, stack: Stack, dataset: string, streams: number): Promise<number[]> {
+  const rates: number[] = [];
+  const cfg = stack.clientCfg();
+  for (let i = 0; i < streams; i++) {
+    const t0 = performance.now();
+    const bytes = await toFile(join(ctx.work, 'warm'), (w) => requestStream(cfg, { connector: stack.connectorId, dataset }, w));
+    rates.push(bytes / MB / ((performance.now() - t0) / 1000));
+  }
+  await rm(join(ctx.work, 'warm'), { force: true });
+  ctx.log(`bulk: warm-up streams of ${dataset}: ${rates.map((x) => x.toFixed(0)).join(', ')} MB/s`);
+  return rates;
+}
+
 /** sync(1): writes back what earlier runs left dirty in the page cache. */
 async function flushDirtyPages(): Promise<void> {
   await runCommand('sync', []);
@@ -299,6 +324,7 @@ export const bulk: Scenario = {
       const cfg = stack.clientCfg();
       // Warm-up: first-use costs (JIT, pools, connections) stay out of the measurements.
       for (const fn of [requestSync, requestStream, requestOffload]) await toFile(join(ctx.work, 'warm'), (w) => fn(cfg, { connector: stack.connectorId, dataset: DATASETS.tiny }, w));
+      const warmed = await warmStack(ctx, stack, DATASETS[datasets[0]], ctx.opts.quick ? 2 : STACK_WARMUP_STREAMS);
 
       const noSsh = sshAvailable();
       if (!noSsh) {
@@ -366,6 +392,7 @@ export const bulk: Scenario = {
             ds === datasets[0]
               ? [
                   `Median of ${ctx.opts.runs} run(s) per case, runs interleaved, after one warm-up round that is not counted (JIT, buffer pools, the compression choice: a running relay is past them); dirty pages are flushed (sync) before every run. MB/s: decoded bytes on disk ÷ wall time from the request to the last byte written. ` +
+                    `Before the first round, ${warmed.length} untimed streams of the ${DATASETS[datasets[0]]} through the library took the fresh router and connector past optimizing their per-chunk code: ${warmed.map((x) => fmt(x)).join(', ')} MB/s. ` +
                     `× curl: against curl ← node:http (the machine's ceiling). Each relay row is also compared with its own baseline from the same run (the target's). ` +
                     `CPU s per run: router = the router process (ssh -R: sshd and its children); connector = the connector (baselines: the file server, plus the ssh client); ` +
                     `client = the benchmark process and the processes it ran (curl, the CLI: its time includes starting node); store = s3rver. ssh runs with its default cipher, no compression. ` +
