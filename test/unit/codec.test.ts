@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { encodeChunk, decodeChunk, rawZstdFrame, rawZstdFramePieces, zstdDecompress, zstdCompress, ZstdFrameSplitter } from '../../src/protocol/codec.js';
-import { xxh64, Xxh64Stream } from '../../src/protocol/checksum.js';
+import xxhashWasm from 'xxhash-wasm';
+import { XXH64_IMPL, xxh64, Xxh64Stream } from '../../src/protocol/checksum.js';
 import { RelayError } from '../../src/protocol/errors.js';
 
 test('xxh64 matches the reference value and the streaming form', () => {
@@ -10,6 +11,19 @@ test('xxh64 matches the reference value and the streaming form', () => {
   assert.equal(xxh64(new Uint8Array()), 'ef46db3751d8e999');
   const data = randomBytes(100_000);
   assert.equal(new Xxh64Stream().update(data.subarray(0, 7)).update(data.subarray(7)).digest(), xxh64(data));
+});
+
+test('xxh64 hashes natively here, with the same digests as the WebAssembly fallback', async () => {
+  // The prebuilt binary exists for this platform: falling back here would mean a broken install.
+  assert.equal(XXH64_IMPL, 'native');
+  assert.equal(xxh64(Buffer.from('abc')), '44bc2cf5ad770999');
+  const wasm = await xxhashWasm();
+  for (const n of [1, 31, 32, 33, 4096, 524_288 + 3]) {
+    const data = randomBytes(n);
+    assert.equal(xxh64(data), wasm.h64Raw(data).toString(16).padStart(16, '0'), `length ${n}`);
+    // Leading zeros are kept: 16 digits always.
+    assert.match(xxh64(data), /^[0-9a-f]{16}$/);
+  }
 });
 
 test('encodeChunk compresses text and keeps random bytes raw', async () => {
