@@ -35,9 +35,8 @@ const sub = process.argv[2];
 // until it has run a long while. undici's HTTP parser is WebAssembly, and once warm (after one
 // request) V8 optimized its largest function on a background thread: 161 ms of CPU and 42 MB,
 // which the process then waited for before it could exit (`relay request-stream` of 1 KB,
-// with client/undici.ts: 0.71-0.80 → 0.37-0.41 s). Small hot loops (xxhash over a 100 MB
-// download) still get optimized within the first megabytes. The router, the connector and the
-// demo run long: V8's defaults for WebAssembly.
+// with client/undici.ts: 0.71-0.80 → 0.37-0.41 s). The router, the connector and the demo run
+// long: V8's defaults for WebAssembly.
 const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
 if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=100000000');
 // ...and JavaScript optimized sooner. Their hot code runs once per chunk (a POST, a socket

@@ -9,13 +9,13 @@ import { createRequire } from 'node:module';
 
 type Native = typeof import('@node-rs/xxhash');
 
-interface Impl {
+export interface Xxh64Impl {
   name: 'native' | 'wasm';
   h64(data: Uint8Array): bigint;
   create(): { update(data: Uint8Array): unknown; digest(): bigint };
 }
 
-function loadNative(): Impl | null {
+function loadNative(): Xxh64Impl | null {
   try {
     const n = createRequire(import.meta.url)('@node-rs/xxhash') as Native;
     return { name: 'native', h64: (d) => n.xxh64(d), create: () => new n.Xxh64() };
@@ -24,14 +24,15 @@ function loadNative(): Impl | null {
   }
 }
 
-async function loadWasm(): Promise<Impl> {
+/** The fallback, loaded on its own (exported for the test that compares it with the native one). */
+export async function loadWasm(): Promise<Xxh64Impl> {
   const api = await (await import('xxhash-wasm')).default();
   return { name: 'wasm', h64: (d) => api.h64Raw(d), create: () => api.create64() };
 }
 
-const impl: Impl = loadNative() ?? (await loadWasm());
+const impl: Xxh64Impl = loadNative() ?? (await loadWasm());
 
-/** Which implementation hashes here (for the tests and the logs). */
+/** Which implementation hashes here (the tests check it). */
 export const XXH64_IMPL = impl.name;
 
 const hex = (h: bigint) => h.toString(16).padStart(16, '0');
