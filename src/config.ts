@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
-// A namespace import: the CLI's bundle then holds only the zod it uses (`import { z }` brings its 64 locales; test/unit/cli-bundle.test.ts).
+// A namespace import: the CLI's bundle then holds only the zod it uses (`import { z }` brings its 64 locales; test/unit/cli-commands.test.ts).
 import * as z from 'zod';
 
 type Flags = Record<string, unknown>;

@@ -1,6 +1,6 @@
 // Wire types and their zod schemas (PROTOCOL.md §2–§3). Both router and connector validate
 // what they receive with these; the CLI builds its requests from the same types.
-// A namespace import: the CLI's bundle then holds only the zod it uses (`import { z }` brings its 64 locales; test/unit/cli-bundle.test.ts).
+// A namespace import: the CLI's bundle then holds only the zod it uses (`import { z }` brings its 64 locales; test/unit/cli-commands.test.ts).
 import * as z from 'zod';
 import { CHECKSUM_RE } from './checksum.js';
 import { CONNECTOR_ERROR_CODES } from './errors.js';
