@@ -31,14 +31,19 @@ const modules: Record<string, string | (() => Promise<Register>)> = {
 };
 const sub = process.argv[2];
 
-// A command that runs for a moment (a request, a look-up) keeps WebAssembly code unoptimized
-// until it has run a long while. undici's HTTP parser is WebAssembly, and once warm (after one
-// request) V8 optimized its largest function on a background thread: 161 ms of CPU and 42 MB,
-// which the process then waited for before it could exit (`relay request-stream` of 1 KB,
-// with client/undici.ts: 0.71-0.80 → 0.37-0.41 s). The router, the connector and the demo run
-// long: V8's defaults for WebAssembly.
+// A command that runs for a moment (a request, a look-up) gains little from V8's optimizing
+// compiler and pays for it: the compiling runs on the same 2 cores as the transfer. So its
+// WebAssembly stays unoptimized (undici's HTTP parser is WebAssembly; V8 optimized its largest
+// function on a background thread, 161 ms of CPU and 42 MB, and the process waited for that
+// before it could exit: `relay request-stream` of 1 KB 0.71-0.80 → 0.37-0.41 s at 10^8; 10^8
+// still tiered up during a 100 MB download, 2·10^9 does not), and JavaScript is optimized only
+// once it has run 4× longer than V8's default (a download of hundreds of MB gets its per-read
+// code optimized; a 100 MB one mostly does not). `relay request-stream` of the 100 MB CSV,
+// 8 interleaved pairs on a warm stack: 0.87-1.13 s and 0.64-0.85 s of CPU, against 1.02-1.30 s
+// and 0.90-1.17 s with the WebAssembly budget alone.
+// The router, the connector and the demo run long: V8's defaults for WebAssembly...
 const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
-if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=100000000');
+if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=2000000000 --interrupt-budget=262144');
 // ...and JavaScript optimized sooner. Their hot code runs once per chunk (a POST, a socket
 // write, a Redis reply), and with V8's interrupt budget (66 KB of bytecode run per tick, 3
 // ticks) a function run once per chunk was optimized only after 1,000-2,000 chunks: a fresh

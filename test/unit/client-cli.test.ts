@@ -177,7 +177,7 @@ Object.defineProperty(globalThis, 'Headers', { configurable: true, enumerable: d
     assert.equal(r.code, 0, r.stderr);
     assert.ok((await readFile(join(dir, 'out.bin'))).equals(data));
     assert.doesNotMatch(r.stderr, /TRAP/, 'the CLI read globalThis.Headers');
-    // V8 prints unknown flags on stderr: a Node whose V8 dropped the tiering flag must be noticed here.
+    // V8 prints unknown flags on stderr: a Node whose V8 dropped the tiering or interrupt-budget flag must be noticed here.
     assert.doesNotMatch(r.stderr, /unrecognized flag/);
     // V8's trace says which tier compiled each WebAssembly function: the parser's largest
     // function (tens of KB of code; xxhash's are under 1 KB) must stay on Liftoff.
