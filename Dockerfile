@@ -35,5 +35,7 @@ COPY --from=build /app/web ./web
 COPY --from=build /app/bin ./bin
 USER node
 EXPOSE 8080
-ENTRYPOINT ["node", "/app/bin/relay.js"]
+# --max-semi-space-size for the router and the connector: src/cli/node-flags.ts (V8 reads it
+# at start; for the other commands it is only a ceiling the young generation rarely reaches).
+ENTRYPOINT ["node", "--max-semi-space-size=64", "/app/bin/relay.js"]
 CMD ["--help"]

@@ -19,13 +19,14 @@ import type { ClientRequest } from '../protocol/wire.js';
 import { addClient, addConnector, addTenant } from '../router/auth.js';
 import { connectOneShot } from '../router/redis.js';
 import { exitWithError } from './fail.js';
+import { nodeFlagsFor } from './node-flags.js';
 import { generateSampleData, salesCsvBytes } from './sample-data.js';
 import { arrowPreview, renderTable } from './preview.js';
 
 const BIN = resolve(import.meta.dirname, '../../../bin/relay.js');
 
 function start(args: string[], env: Record<string, string>, name: string): { child: ChildProcess; lines: string[] } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, RELAY_LOG_JSON: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeFlagsFor(args[0]), BIN, ...args], { env: { ...process.env, RELAY_LOG_JSON: '1', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const lines: string[] = [];
   createInterface({ input: child.stderr! }).on('line', (l) => {
     lines.push(l);

@@ -6,6 +6,7 @@ import { mkdtemp, mkdir, writeFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { nodeFlagsFor } from '../../src/cli/node-flags.js';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
 import { connectRedis, type Redis } from '../../src/router/redis.js';
 
@@ -23,8 +24,9 @@ export interface Proc {
 /** Extra node flags for every relay process started here, e.g. `--cpu-prof --cpu-prof-dir=DIR` (profiling a benchmark). */
 export const NODE_ARGS = (process.env.RELAY_TEST_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
+/** Runs `relay ARGS`; the router and the connector with the node flags they are deployed with. */
 export function run(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [...NODE_ARGS, BIN, ...args], {
+  const child = spawn(process.execPath, [...nodeFlagsFor(args[0]), ...NODE_ARGS, BIN, ...args], {
     env: { ...process.env, RELAY_LOG_JSON: '1', RELAY_LOG_LEVEL: process.env.RELAY_TEST_LOG_LEVEL ?? 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

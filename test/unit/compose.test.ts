@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { SERVICE_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const root = new URL('../../../', import.meta.url); // dist/test/unit → repo root
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
@@ -106,13 +107,13 @@ test('prometheus scrapes the router', () => {
   assert.equal(router.metrics_path ?? '/metrics', '/metrics');
 });
 
-test('the Dockerfile builds the addon and runs bin/relay.js', () => {
+test('the Dockerfile builds the addon and runs bin/relay.js with the service node flags', () => {
   const df = read('Dockerfile');
   assert.match(df, /FROM node:20-bookworm-slim AS build/);
   assert.match(df, /libzstd-dev/);
   assert.match(df, /npm ci/);
   assert.match(df, /libzstd1/);
-  assert.match(df, /ENTRYPOINT \["node", "\/app\/bin\/relay\.js"\]/);
+  assert.ok(df.includes(`ENTRYPOINT [${['node', ...SERVICE_NODE_FLAGS, '/app/bin/relay.js'].map((a) => JSON.stringify(a)).join(', ')}]`), 'node, the service flags, bin/relay.js');
 });
 
 test('prometheus scrapes the co-located connector on its metrics port', () => {

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SERVICE_NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const root = new URL('../../../', import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), 'utf8');
@@ -34,7 +35,7 @@ for (const [name, command] of [['relay-router', 'router'], ['relay-connector', '
   test(`${name}.service runs \`relay ${command}\` as an unprivileged, restarted, hardened service`, () => {
     const u = unit(read(`deploy/systemd/${name}.service`));
     const svc = u.Service!;
-    assert.match(svc.ExecStart![0]!, new RegExp(`^/usr/bin/node /opt/relay/bin/relay\\.js ${command}$`));
+    assert.equal(svc.ExecStart![0]!, `/usr/bin/node ${SERVICE_NODE_FLAGS.join(' ')} /opt/relay/bin/relay.js ${command}`);
     assert.equal(svc.User![0], 'relay');
     assert.match(svc.EnvironmentFile![0]!, new RegExp(`^/etc/relay/${command}\\.env$`));
     assert.ok(['on-failure', 'always'].includes(svc.Restart![0]!));
