@@ -37,5 +37,5 @@ USER node
 EXPOSE 8080
 # --max-semi-space-size for the router and the connector: src/cli/node-flags.ts (V8 reads it
 # at start; for the other commands it is only a ceiling the young generation rarely reaches).
-ENTRYPOINT ["node", "--max-semi-space-size=64", "/app/bin/relay.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=32", "/app/bin/relay.js"]
 CMD ["--help"]
