@@ -40,7 +40,7 @@ const sub = process.argv[2];
 // once it has run 4× longer than V8's default (a download of hundreds of MB gets its per-read
 // code optimized; a 100 MB one mostly does not). `relay request-stream` of the 100 MB CSV,
 // 8 interleaved pairs on a warm stack: 0.87-1.13 s and 0.64-0.85 s of CPU, against 1.02-1.30 s
-// and 0.90-1.17 s with the WebAssembly budget alone.
+// and 0.90-1.17 s with the earlier budget of 10^8 and V8's own interrupt budget.
 // The router, the connector and the demo run long: V8's defaults for WebAssembly...
 const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
 if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=2000000000 --interrupt-budget=262144');
