@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
+import { SERVICE_COMMANDS } from './node-flags.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -41,8 +42,8 @@ const sub = process.argv[2];
 // code optimized; a 100 MB one mostly does not). `relay request-stream` of the 100 MB CSV,
 // 8 interleaved pairs on a warm stack: 0.87-1.13 s and 0.64-0.85 s of CPU, against 1.02-1.30 s
 // and 0.90-1.17 s with the earlier budget of 10^8 and V8's own interrupt budget.
-// The router, the connector and the demo run long: V8's defaults for WebAssembly...
-const LONG_RUNNING = new Set(['router', 'connector', 'demo']);
+// The services (router, connector) and the demo run long: V8's defaults for WebAssembly...
+const LONG_RUNNING = new Set([...SERVICE_COMMANDS, 'demo']);
 if (sub === undefined || !LONG_RUNNING.has(sub)) v8.setFlagsFromString('--wasm-tiering-budget=2000000000 --interrupt-budget=262144');
 // ...and JavaScript optimized sooner. Their hot code runs once per chunk (a POST, a socket
 // write, a Redis reply), and with V8's interrupt budget (66 KB of bytecode run per tick, 3
