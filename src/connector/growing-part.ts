@@ -1,7 +1,7 @@
-// An offload part PUT while it is still being packed. The first part of a large offload would
-// otherwise reach the link only once all of it is compressed (through the WAN bench's link,
-// 100-150 ms with nothing sent). The PUT announces a full part (Content-Length = part size)
-// and sends bytes as they are packed. If the result ends inside the part, the body fails
+// An offload part PUT while it is still being packed. A part would otherwise reach the link
+// only once all of it is compressed (through the WAN bench's link: 100-150 ms with nothing sent
+// before part 1, and again before part 2). The PUT announces a full part (Content-Length = part
+// size) and sends bytes as they are packed. If the result ends inside the part, the body fails
 // before that length is reached, so the store never keeps it, and the shorter part is PUT again
 // whole.
 

@@ -22,8 +22,8 @@ export const MAX_OFFLOAD_PARALLEL = 4;
 
 /** Chunks compressed at once: the pool's threads on two cores (more only queue). */
 const COMPRESS_AHEAD = 2;
-/** The first part is PUT while it is packed when the result is expected to fill this many parts. */
-const GROW_MIN_PARTS = 2;
+/** A part is PUT while it is packed when the result is expected to fill this many parts after it. */
+const GROW_AFTER_PARTS = 1;
 /** Part buffers kept per part size: the parts in flight and the one being filled, for one command or two. */
 const PART_POOL_FREE = 2 * (MAX_OFFLOAD_PARALLEL + 1);
 
@@ -208,27 +208,31 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   let bytes = 0;
   let partNo = 0;
 
-  // Part 1 of a result expected to fill at least GROW_MIN_PARTS parts is PUT while it is packed
-  // (growing-part.ts). Expected: the source's size (files) times the ratio packed so far.
+  // A part is PUT while it is packed (growing-part.ts) when a whole part is expected after it,
+  // so that it will be full: expected = the source's size (files) times the ratio packed so far.
+  // Without that, a part goes out only once packed, and the link waits for it (through the WAN
+  // bench's link, 125 ms between part 1's end and part 2's start).
   let growing: GrowingPart | undefined;
   let packedWire = 0;
   let packedDecoded = 0;
-  const worthGrowing = () =>
-    source.totalBytes !== null && packedDecoded > 0 && (source.totalBytes * packedWire) / packedDecoded >= GROW_MIN_PARTS * partSize;
+  const worthGrowing = (part: number) =>
+    source.totalBytes !== null && packedDecoded > 0 && (source.totalBytes * packedWire) / packedDecoded >= (part + GROW_AFTER_PARTS) * partSize;
   const grow = () => {
     const filling = packer.filling;
-    if (packer.parts > 0 || !filling) return;
+    if (!filling) return;
     if (growing) return growing.grew(filling.fill);
-    if (!worthGrowing()) return;
+    const n = partNo + 1;
+    // A growing part holds its slot until packed; feed() never waits for one, so it needs a
+    // free slot now (it is tried again after the next chunk).
+    if (inflight.size >= inflight.limit || n > MAX_PARTS || !worthGrowing(n)) return;
     const g = new GrowingPart(filling.buf, partSize);
     g.grew(filling.fill);
     growing = g;
-    partNo = 1;
-    // The caller (feed) holds a free slot: part 1 takes it now.
+    partNo = n;
     inflight.launch((s) =>
-      putGrowing(ctx, urls, g, s)
+      putGrowing(ctx, urls, n, g, s)
         .then((etag) => {
-          etags.set(1, etag);
+          etags.set(n, etag);
           level?.stored(partSize);
         })
         .finally(() => g.done && packer.release(g.done)),
@@ -236,13 +240,15 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
   };
 
   const put = async (body: Buffer) => {
-    if (growing && !growing.done) {
-      // Part 1, already on its way: its PUT now has all of it (or fails and sends this whole).
+    if (growing) {
+      // The part being PUT while packed: its PUT now has all of it (or fails and sends this whole).
       growing.finish(body);
+      growing = undefined;
       return;
     }
     const n = ++partNo;
     if (n > MAX_PARTS) throw new RelayError('CONNECTOR_ERROR', `result needs more than ${MAX_PARTS} parts of ${partSize} bytes`);
+    // A packed part waits here for a slot: with `parallel` in flight, memory holds one more.
     await inflight.slot();
     inflight.launch((s) =>
       putPart(ctx, urls, n, body, s)
@@ -265,8 +271,6 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     return framed;
   };
   const feed = async (data: Buffer) => {
-    // Wait for a slot first, so a completed part never waits in memory beside `parallel` others.
-    await inflight.slot();
     for (const part of packer.push(data)) await put(part);
     grow();
   };
@@ -322,23 +326,23 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
 }
 
 /**
- * PUTs part 1 while it is packed; when that fails (the result ended inside the part, or the
+ * PUTs part `n` while it is packed; when that fails (the result ended inside the part, or the
  * store or network refused it) the finished part is PUT whole, under the retry policy.
  */
-async function putGrowing(ctx: UploadContext, urls: PartUrls, part: GrowingPart, signal: AbortSignal): Promise<string> {
+async function putGrowing(ctx: UploadContext, urls: PartUrls, n: number, part: GrowingPart, signal: AbortSignal): Promise<string> {
   try {
-    const url = await urls.get(1, signal);
+    const url = await urls.get(n, signal);
     const r = await ctx.http.putPresignedStream(url, part.body(signal), part.size, signal);
     const etag = r.headers.etag;
     const value = Array.isArray(etag) ? etag[0] : etag;
     if (isOk(r.status) && value && part.full) return value;
-    if (r.status === 403) urls.invalidate(1);
+    if (r.status === 403) urls.invalidate(n);
   } catch (err) {
     if (signal.aborted) throw signal.reason;
     if (err instanceof RelayError && !(err instanceof HttpError)) throw err;
     // else: sent whole below
   }
-  return putPart(ctx, urls, 1, await part.finished, signal);
+  return putPart(ctx, urls, n, await part.finished, signal);
 }
 
 /** PUTs one part; a 403 means the presigned URL expired, so a fresh one is asked for. */

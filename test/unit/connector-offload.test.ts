@@ -226,7 +226,7 @@ test('offload: GONE from the router stops; a missing offload section is BAD_REQU
   await assert.rejects(offload(randomBytes(10), cmd), (e: RelayError) => e.code === 'BAD_REQUEST');
 });
 
-// ---- part 1 PUT while it is packed (growing-part.ts) ------------------------------------
+// ---- parts PUT while they are packed (growing-part.ts) -----------------------------------
 
 /** A result arriving chunk by chunk, `gapMs` apart, that says it will be `claimed` bytes long. */
 function slowSource(chunks: Buffer[], claimed: number, gapMs: number): ChunkSource & { yieldedAt: number[] } {
@@ -250,23 +250,49 @@ async function offloadFrom(source: ChunkSource, cmd: Command) {
   return offloadResult(ctx, source);
 }
 
-test('offload: the first part of a large result is PUT while it is packed, not after', async () => {
-  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024)); // 12 MiB, incompressible
+test('offload: each part with a whole part expected after it is PUT while it is packed, not after', async () => {
+  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024)); // 24 MiB, incompressible: 5 parts
   const data = Buffer.concat(chunks);
   const source = slowSource(chunks, data.length, 5);
   const cmd = command();
   const summary = await offloadFrom(source, cmd);
-  const put1 = router.arrivals.find((a) => a.method === 'PUT' && a.path === '/s3/part/1');
-  assert.ok(put1, 'part 1 was PUT');
-  // Raw frames add a few bytes per chunk, so part 1 (5 MiB) is complete with chunk 11.
-  assert.ok(put1.at < source.yieldedAt[9]!, `part 1's PUT began ${put1.at - source.yieldedAt[9]!} ms after chunk 10 was read; it must begin before its part is packed`);
-  assert.equal(router.find((r) => r.method === 'PUT' && r.path === '/s3/part/1').length, 1, 'sent once');
-  assert.equal(router.parts.get(1)!.length, MIN_PART_SIZE);
+  // Raw frames add a few bytes per chunk, so part n (5 MiB each) is complete with chunk 10n + 1.
+  // Parts 1-3 have a whole part expected after them; part 4 (the last full one) and the shorter
+  // part 5 go once packed.
+  for (const n of [1, 2, 3]) {
+    const put = router.arrivals.find((a) => a.method === 'PUT' && a.path === `/s3/part/${n}`);
+    assert.ok(put, `part ${n} was PUT`);
+    const packed = source.yieldedAt[10 * n - 1]!;
+    assert.ok(put.at < packed, `part ${n}'s PUT began ${put.at - packed} ms after its chunk ${10 * n} was read; it must begin before its part is packed`);
+  }
+  const put4 = router.arrivals.find((a) => a.method === 'PUT' && a.path === '/s3/part/4');
+  assert.ok(put4 && put4.at >= source.yieldedAt[40]!, 'part 4 is PUT once packed');
+  for (const n of [1, 2, 3, 4, 5]) assert.equal(router.find((r) => r.method === 'PUT' && r.path === `/s3/part/${n}`).length, 1, `part ${n} sent once`);
+  for (const n of [1, 2, 3, 4]) assert.equal(router.parts.get(n)!.length, MIN_PART_SIZE);
   assert.deepEqual(await zstdDecompress(object()), data);
   const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
-  assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2, 3]);
+  assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2, 3, 4, 5]);
   for (const p of body.parts as { part: number; etag: string }[]) assert.equal(p.etag, `"etag-${p.part}-${xxh64(router.parts.get(p.part)!)}"`);
-  assert.deepEqual(summary, { bytes: data.length, chunks: 3, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
+  assert.deepEqual(summary, { bytes: data.length, chunks: 5, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
+});
+
+test('offload: with one upload in flight, parts still all go (a part PUT while packed never waits on itself)', async () => {
+  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024)); // 12 MiB: 3 parts
+  const data = Buffer.concat(chunks);
+  let inFlight = 0;
+  let peak = 0;
+  router.faults.push(async (r) => {
+    if (r.method !== 'PUT') return undefined;
+    peak = Math.max(peak, ++inFlight);
+    await new Promise((ok) => setTimeout(ok, 20));
+    inFlight -= 1;
+    return undefined;
+  });
+  const ctx: UploadContext = { http, cmd: command(), signal: AbortSignal.timeout(20_000), log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser('always'), parallel: 1, renew() {} };
+  const summary = await offloadResult(ctx, slowSource(chunks, data.length, 1));
+  assert.equal(summary.chunks, 3);
+  assert.equal(peak, 1, 'one PUT at a time');
+  assert.deepEqual(await zstdDecompress(object()), data);
 });
 
 test('offload: a result that ends inside the part being PUT sends that part again whole', async () => {
@@ -282,6 +308,20 @@ test('offload: a result that ends inside the part being PUT sends that part agai
   const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
   assert.deepEqual(body.parts, [{ part: 1, etag: `"etag-1-${xxh64(router.parts.get(1)!)}"` }]);
   assert.equal(body.bytes, data.length);
+});
+
+test('offload: a later part PUT while packed that the result ends inside is sent again whole', async () => {
+  // Claims 24 MiB (a file that shrank while read), ends after 7 MiB: inside part 2.
+  const chunks = Array.from({ length: 14 }, () => randomBytes(512 * 1024));
+  const data = Buffer.concat(chunks);
+  await offloadFrom(slowSource(chunks, 24 * 1024 * 1024, 5), command());
+  assert.equal(router.arrivals.filter((a) => a.method === 'PUT' && a.path === '/s3/part/1').length, 1);
+  assert.equal(router.arrivals.filter((a) => a.method === 'PUT' && a.path === '/s3/part/2').length, 2, 'the streamed PUT, then the whole part');
+  assert.equal(router.parts.get(1)!.length, MIN_PART_SIZE);
+  assert.ok(router.parts.get(2)!.length < MIN_PART_SIZE);
+  assert.deepEqual(await zstdDecompress(object()), data);
+  const body = router.find((r) => r.path.endsWith('/offload/complete'))[0]!.json;
+  assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2]);
 });
 
 test('offload: a streamed part the store refuses is PUT again whole', async () => {
