@@ -11,7 +11,7 @@ export class GrowingPart {
   private ended: Buffer | null = null;
   private resolveFinished!: (part: Buffer) => void;
   /** The finished part: `size` bytes, or fewer when the result ended inside it. */
-  readonly finished: Promise<Buffer>;
+  private readonly finished: Promise<Buffer>;
 
   /** buf: the buffer the packer fills (never rewritten below its fill mark). */
   constructor(
@@ -33,6 +33,22 @@ export class GrowingPart {
     this.fill = part.length;
     this.resolveFinished(part);
     this.poke();
+  }
+
+  /**
+   * The finished part, or the signal's reason once it aborts: packing that stopped (a failed
+   * upload, a cancelled command) never finishes the part, and its PUT must not wait for it.
+   */
+  whenFinished(signal: AbortSignal): Promise<Buffer> {
+    if (signal.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => reject(signal.reason as Error);
+      signal.addEventListener('abort', onAbort, { once: true });
+      void this.finished.then((part) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(part);
+      });
+    });
   }
 
   /** The finished part, once known. */

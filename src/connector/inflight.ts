@@ -84,7 +84,8 @@ export class InFlight {
     await Promise.allSettled([...this.tasks]);
   }
 
-  private check(): void {
+  /** Throws the first failure (or the abort reason), if there was one; else returns at once. */
+  check(): void {
     if (this.error) throw this.error.err;
     this.signal.throwIfAborted();
   }

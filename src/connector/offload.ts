@@ -271,6 +271,9 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     return framed;
   };
   const feed = async (data: Buffer) => {
+    // Parts PUT while packed never wait for a slot (which throws a failure): a failed upload or
+    // a cancelled command stops the packing here, not after the whole source was read.
+    inflight.check();
     for (const part of packer.push(data)) await put(part);
     grow();
   };
@@ -330,8 +333,9 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
  * store or network refused it) the finished part is PUT whole, under the retry policy.
  */
 async function putGrowing(ctx: UploadContext, urls: PartUrls, n: number, part: GrowingPart, signal: AbortSignal): Promise<string> {
+  // The router's refusal of a URL (GONE: cancelled) is final, not a reason to send the part whole.
+  const url = await urls.get(n, signal);
   try {
-    const url = await urls.get(n, signal);
     const r = await ctx.http.putPresignedStream(url, part.body(signal), part.size, signal);
     const etag = r.headers.etag;
     const value = Array.isArray(etag) ? etag[0] : etag;
@@ -342,7 +346,7 @@ async function putGrowing(ctx: UploadContext, urls: PartUrls, n: number, part: G
     if (err instanceof RelayError && !(err instanceof HttpError)) throw err;
     // else: sent whole below
   }
-  return putPart(ctx, urls, n, await part.finished, signal);
+  return putPart(ctx, urls, n, await part.whenFinished(signal), signal);
 }
 
 /** PUTs one part; a 403 means the presigned URL expired, so a fresh one is asked for. */

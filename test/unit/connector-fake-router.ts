@@ -37,6 +37,8 @@ export class FakeRouter {
   /** Parts PUT to the fake object store, per part number. */
   readonly parts = new Map<number, Buffer>();
   faults: Fault[] = [];
+  /** Answered as soon as a request's headers arrive, before its body is read (a store refusing early). */
+  headFaults: ((req: { method: string; path: string }) => Reply | undefined)[] = [];
   /** When each request's headers arrived (before its body is read), oldest first. */
   readonly arrivals: { method: string; path: string; at: number }[] = [];
   /** Requests whose body broke off before its end (the sender aborted). */
@@ -67,6 +69,7 @@ export class FakeRouter {
     this.arrivals.length = 0;
     this.aborted.length = 0;
     this.faults = [];
+    this.headFaults = [];
     this.parts.clear();
     this.counts.clear();
   }
@@ -103,6 +106,13 @@ export class FakeRouter {
       return;
     }
     this.arrivals.push({ method: req.method!, path: url.pathname, at: Date.now() });
+    for (const f of this.headFaults) {
+      const r = f({ method: req.method!, path: url.pathname });
+      if (r) {
+        req.resume();
+        return this.reply(res, r);
+      }
+    }
     const parts: Buffer[] = [];
     try {
       for await (const c of req) parts.push(c as Buffer);

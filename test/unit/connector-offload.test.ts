@@ -324,6 +324,29 @@ test('offload: a later part PUT while packed that the result ends inside is sent
   assert.deepEqual(body.parts.map((p: { part: number }) => p.part), [1, 2]);
 });
 
+test('offload: a failure while parts are PUT as they are packed stops reading the source', { timeout: 20_000 }, async () => {
+  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024)); // 24 MiB: every part but the last two grows
+  const data = Buffer.concat(chunks);
+  router.faults.push((r) => (r.path.endsWith('/offload/parts') ? { status: 410, body: { status: 'error', error: { code: 'GONE', message: 'cancelled' } } } : undefined));
+  const source = slowSource(chunks, data.length, 10);
+  await assert.rejects(offloadFrom(source, command()), (e: RelayError) => e.code === 'GONE');
+  // The first offload/parts answer says GONE: a few chunks are read by then, not the file.
+  assert.ok(source.yieldedAt.length < 8, `read ${source.yieldedAt.length} of 48 chunks after the upload had failed`);
+});
+
+test('offload: a part PUT while packed that waits to be sent whole gives up when the upload fails', { timeout: 20_000 }, async () => {
+  // The store refuses part 2's streamed PUT as soon as it starts (before part 2 is packed), so
+  // it waits for its part to send it whole; then part 1's PUT fails for good (400), the upload
+  // stops, and part 2 must not wait for a part that will never be finished.
+  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024));
+  const data = Buffer.concat(chunks);
+  router.headFaults.push((r) => (r.method === 'PUT' && r.path === '/s3/part/2' ? { status: 503, body: '<Error><Code>SlowDown</Code></Error>' } : undefined));
+  router.faults.push((r) => (r.method === 'PUT' && r.path === '/s3/part/1' ? { status: 400, body: '<Error><Code>InvalidArgument</Code></Error>' } : undefined));
+  const source = slowSource(chunks, data.length, 5);
+  await assert.rejects(offloadFrom(source, command()), (e: RelayError) => e instanceof RelayError);
+  assert.ok(source.yieldedAt.length < 48, 'stopped before the end of the source');
+});
+
 test('offload: a streamed part the store refuses is PUT again whole', async () => {
   const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024));
   const data = Buffer.concat(chunks);
