@@ -30,10 +30,15 @@ export class InFlight {
     return this.tasks.size;
   }
 
+  /** Whether a task weighing `bytes` may start now. */
+  hasRoom(bytes = 0): boolean {
+    return this.tasks.size < this.limit && (this.tasks.size === 0 || this.bytes + bytes <= this.maxBytes);
+  }
+
   /** Waits for a free slot with room for `bytes`; throws the first failure (or the abort reason) instead. */
   async slot(bytes = 0): Promise<void> {
     this.check();
-    while (this.tasks.size >= this.limit || (this.tasks.size > 0 && this.bytes + bytes > this.maxBytes)) {
+    while (!this.hasRoom(bytes)) {
       await Promise.race([...this.tasks, new Promise<void>((r) => (this.wake = r))]);
       this.check();
     }

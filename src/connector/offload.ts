@@ -224,7 +224,7 @@ export async function offloadResult(ctx: UploadContext, source: ChunkSource): Pr
     const n = partNo + 1;
     // A growing part holds its slot until packed; feed() never waits for one, so it needs a
     // free slot now (it is tried again after the next chunk).
-    if (inflight.size >= inflight.limit || n > MAX_PARTS || !worthGrowing(n)) return;
+    if (!inflight.hasRoom() || n > MAX_PARTS || !worthGrowing(n)) return;
     const g = new GrowingPart(filling.buf, partSize);
     g.grew(filling.fill);
     growing = g;
