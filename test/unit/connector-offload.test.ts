@@ -245,8 +245,8 @@ function slowSource(chunks: Buffer[], claimed: number, gapMs: number): ChunkSour
   };
 }
 
-async function offloadFrom(source: ChunkSource, cmd: Command) {
-  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser('always'), parallel: 4, renew() {} };
+async function offloadFrom(source: ChunkSource, cmd: Command, parallel = 4) {
+  const ctx: UploadContext = { http, cmd, signal: new AbortController().signal, log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser('always'), parallel, renew() {} };
   return offloadResult(ctx, source);
 }
 
@@ -276,7 +276,7 @@ test('offload: each part with a whole part expected after it is PUT while it is 
   assert.deepEqual(summary, { bytes: data.length, chunks: 5, checksum: xxh64(data), storedBytes: object().length, zstdLevel: 1 });
 });
 
-test('offload: with one upload in flight, parts still all go (a part PUT while packed never waits on itself)', async () => {
+test('offload: with one upload in flight, parts still all go (a part PUT while packed never waits on itself)', { timeout: 20_000 }, async () => {
   const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024)); // 12 MiB: 3 parts
   const data = Buffer.concat(chunks);
   let inFlight = 0;
@@ -288,8 +288,7 @@ test('offload: with one upload in flight, parts still all go (a part PUT while p
     inFlight -= 1;
     return undefined;
   });
-  const ctx: UploadContext = { http, cmd: command(), signal: AbortSignal.timeout(20_000), log, policy: FAST, zstdLevel: 1, compression: new CompressionChooser('always'), parallel: 1, renew() {} };
-  const summary = await offloadResult(ctx, slowSource(chunks, data.length, 1));
+  const summary = await offloadFrom(slowSource(chunks, data.length, 1), command(), 1);
   assert.equal(summary.chunks, 3);
   assert.equal(peak, 1, 'one PUT at a time');
   assert.deepEqual(await zstdDecompress(object()), data);
