@@ -393,6 +393,13 @@ export class ShrinkWatch {
 const ADAPT_EVERY = 8;
 /** Parts packed and not yet stored above which the link, not zstd, is what an offload waits for. */
 const BEHIND_PARTS = 2;
+/**
+ * The store keeps up when the offload's packing rate is under this many times its storing rate
+ * (both since the offload began). Where zstd sets the pace the two differ by the time a part
+ * takes from packed to stored (~1.05-1.15 over a round trip of 80 ms); where the link does,
+ * by how much faster the compressor is (the WAN bench at level 6: ~1.4).
+ */
+const KEEPS_UP = 1.2;
 
 /**
  * The zstd level of one offload, adjusted while it runs (as `zstd --adapt` does). An offload
@@ -403,10 +410,13 @@ const BEHIND_PARTS = 2;
  * Here the upload itself tells: every ADAPT_EVERY chunks, when the bytes packed but not yet
  * stored (parts in flight and the one being filled) exceed BEHIND_PARTS parts, the link is
  * behind the compressor; with idle CPU on the machine (MIN_IDLE_SHARE) the level goes a rung
- * up the ladder. When the store keeps up (under one part behind once a part was stored), a
- * rung down, never below the base level. The connector starts its next offload at the level
- * this one ended at (connector.ts): the first offload over a slow link packs ~40 % of 100 MB
- * before the link is two parts behind.
+ * up the ladder. A rung down (never below the base level) once the store keeps up: under one
+ * part behind, and since the offload began the store took bytes nearly as fast as they were
+ * packed (KEEPS_UP). Under a part behind alone does not say it: a part PUT while it is packed
+ * is stored soon after its last byte, so right after a part is stored little is behind on a
+ * slow link too (the WAN bench went 6 → 3 → 1 there, and stored 27.1 MB instead of 26.2).
+ * The connector starts its next offload at the level this one ended at (connector.ts): the
+ * first offload over a slow link packs ~40 % of 100 MB before the link is two parts behind.
  */
 export class OffloadLevel {
   private readonly rungs: number[];
@@ -414,17 +424,23 @@ export class OffloadLevel {
   private chunks = 0;
   private packedBytes = 0;
   private storedBytes = 0;
+  private readonly now: () => number;
+  private readonly startedAt: number;
+  /** When the last part was stored. */
+  private storedAt = 0;
   private readonly idle: () => number | null;
 
   /** start: the level the command begins with (connector.ts: the chooser's, or where the last offload ended). */
   constructor(
     start: number,
     private readonly partSize: number,
-    opts: { base: number; idleShare?: () => number | null },
+    opts: { base: number; idleShare?: () => number | null; now?: () => number },
   ) {
     this.rungs = [opts.base, ...LADDER.filter((l) => l > opts.base)];
     this.at = Math.max(0, this.rungs.filter((l) => l <= start).length - 1);
     this.idle = opts.idleShare ?? idleShare;
+    this.now = opts.now ?? (() => performance.now());
+    this.startedAt = this.now();
   }
 
   get level(): number {
@@ -434,6 +450,7 @@ export class OffloadLevel {
   /** A part of `bytes` is stored. */
   stored(bytes: number): void {
     this.storedBytes += bytes;
+    this.storedAt = this.now();
   }
 
   /** One more chunk packed, `bytes` as stored: decides every ADAPT_EVERY chunks. */
@@ -445,9 +462,16 @@ export class OffloadLevel {
     if (behind > BEHIND_PARTS * this.partSize) {
       const idle = this.idle();
       if (idle !== null && idle >= MIN_IDLE_SHARE) this.at = Math.min(this.at + 1, this.rungs.length - 1);
-    } else if (this.storedBytes > 0 && behind < this.partSize) {
-      // (Before the first part is stored, little is behind only because little was packed.)
+    } else if (behind < this.partSize && this.storeKeepsUp()) {
       this.at = Math.max(this.at - 1, 0);
     }
+  }
+
+  /** Whether the store took the bytes about as fast as they were packed (KEEPS_UP); never before a part is stored. */
+  private storeKeepsUp(): boolean {
+    if (this.storedBytes === 0) return false;
+    const storing = this.storedBytes / Math.max(1, this.storedAt - this.startedAt);
+    const packing = this.packedBytes / Math.max(1, this.now() - this.startedAt);
+    return packing < KEEPS_UP * storing;
   }
 }

@@ -433,9 +433,14 @@ test('OffloadLevel: up a rung while the store is over two parts behind and the C
   const PART = 5 * 1024 * 1024;
   const FRAME = 150_000; // a 512 KiB chunk at ~0.29
   let idle: number | null = null;
-  const l = new OffloadLevel(1, PART, { base: 1, idleShare: () => idle });
+  const clock = { t: 0 };
+  const l = new OffloadLevel(1, PART, { base: 1, idleShare: () => idle, now: () => clock.t });
+  // Packing at 15 MB/s (10 ms a chunk).
   const pack = (chunks: number) => {
-    for (let i = 0; i < chunks; i++) l.packed(FRAME);
+    for (let i = 0; i < chunks; i++) {
+      clock.t += 10;
+      l.packed(FRAME);
+    }
   };
   // Far behind, but the idle share is not known yet: no climb.
   pack(80);
@@ -451,7 +456,7 @@ test('OffloadLevel: up a rung while the store is over two parts behind and the C
   assert.equal(l.level, 6);
   pack(8);
   assert.equal(l.level, 6, 'the top of the ladder');
-  // The store catches up: under one part behind.
+  // The store catches up: under one part behind, and it stored about as fast as we packed.
   l.stored(112 * FRAME - PART / 2);
   pack(8);
   assert.equal(l.level, 3);
@@ -461,6 +466,29 @@ test('OffloadLevel: up a rung while the store is over two parts behind and the C
   l.stored(8 * FRAME);
   pack(8);
   assert.equal(l.level, 1, 'never below the base');
+});
+
+test('OffloadLevel: a slow link that has just stored a part is not a store keeping up', () => {
+  // The WAN bench's case: parts are PUT while packed, so right after one is stored little is
+  // behind; but the packer makes bytes ~1.4 times as fast as the link takes them.
+  const PART = 5 * 1024 * 1024;
+  const FRAME = 150_000;
+  const clock = { t: 0 };
+  const l = new OffloadLevel(6, PART, { base: 1, idleShare: () => 0.5, now: () => clock.t });
+  const linkMs = (bytes: number) => bytes / 12_500; // 12.5 MB/s
+  let packed = 0;
+  let stored = 0;
+  for (let i = 0; i < 160; i++) {
+    clock.t += FRAME / 17_500; // packing at 17.5 MB/s
+    packed += FRAME;
+    // Whole parts the link has taken by now.
+    while (stored + PART <= packed && linkMs(stored + PART) <= clock.t) {
+      stored += PART;
+      l.stored(PART);
+    }
+    l.packed(FRAME);
+    assert.equal(l.level, 6, `chunk ${i}: ${packed - stored} bytes behind`);
+  }
 });
 
 test('OffloadLevel: starts at the level it is given (snapped to the ladder) and does not step down before a part is stored', () => {
