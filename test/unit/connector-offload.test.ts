@@ -228,6 +228,9 @@ test('offload: GONE from the router stops; a missing offload section is BAD_REQU
 
 // ---- parts PUT while they are packed (growing-part.ts) -----------------------------------
 
+/** `n` incompressible chunks of 512 KiB (the default chunk size). */
+const randomChunks = (n: number) => Array.from({ length: n }, () => randomBytes(512 * 1024));
+
 /** A result arriving chunk by chunk, `gapMs` apart, that says it will be `claimed` bytes long. */
 function slowSource(chunks: Buffer[], claimed: number, gapMs: number): ChunkSource & { yieldedAt: number[] } {
   const yieldedAt: number[] = [];
@@ -251,7 +254,7 @@ async function offloadFrom(source: ChunkSource, cmd: Command, parallel = 4) {
 }
 
 test('offload: each part with a whole part expected after it is PUT while it is packed, not after', async () => {
-  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024)); // 24 MiB, incompressible: 5 parts
+  const chunks = randomChunks(48); // 24 MiB, incompressible: 5 parts
   const data = Buffer.concat(chunks);
   const source = slowSource(chunks, data.length, 5);
   const cmd = command();
@@ -277,7 +280,7 @@ test('offload: each part with a whole part expected after it is PUT while it is 
 });
 
 test('offload: with one upload in flight, parts still all go (a part PUT while packed never waits on itself)', { timeout: 20_000 }, async () => {
-  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024)); // 12 MiB: 3 parts
+  const chunks = randomChunks(24); // 12 MiB: 3 parts
   const data = Buffer.concat(chunks);
   let inFlight = 0;
   let peak = 0;
@@ -296,7 +299,7 @@ test('offload: with one upload in flight, parts still all go (a part PUT while p
 
 test('offload: a result that ends inside the part being PUT sends that part again whole', async () => {
   // Claims 24 MiB (a file that shrank while read), ends after 1 MiB.
-  const chunks = [randomBytes(512 * 1024), randomBytes(512 * 1024)];
+  const chunks = randomChunks(2);
   const data = Buffer.concat(chunks);
   const cmd = command();
   await offloadFrom(slowSource(chunks, 24 * 1024 * 1024, 5), cmd);
@@ -311,7 +314,7 @@ test('offload: a result that ends inside the part being PUT sends that part agai
 
 test('offload: a later part PUT while packed that the result ends inside is sent again whole', async () => {
   // Claims 24 MiB (a file that shrank while read), ends after 7 MiB: inside part 2.
-  const chunks = Array.from({ length: 14 }, () => randomBytes(512 * 1024));
+  const chunks = randomChunks(14);
   const data = Buffer.concat(chunks);
   await offloadFrom(slowSource(chunks, 24 * 1024 * 1024, 5), command());
   assert.equal(router.arrivals.filter((a) => a.method === 'PUT' && a.path === '/s3/part/1').length, 1);
@@ -324,7 +327,7 @@ test('offload: a later part PUT while packed that the result ends inside is sent
 });
 
 test('offload: a failure while parts are PUT as they are packed stops reading the source', { timeout: 20_000 }, async () => {
-  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024)); // 24 MiB: every part but the last two grows
+  const chunks = randomChunks(48); // 24 MiB: every part but the last two grows
   const data = Buffer.concat(chunks);
   router.faults.push((r) => (r.path.endsWith('/offload/parts') ? { status: 410, body: { status: 'error', error: { code: 'GONE', message: 'cancelled' } } } : undefined));
   const source = slowSource(chunks, data.length, 10);
@@ -337,7 +340,7 @@ test('offload: a part PUT while packed that waits to be sent whole gives up when
   // The store refuses part 2's streamed PUT as soon as it starts (before part 2 is packed), so
   // it waits for its part to send it whole; then part 1's PUT fails for good (400), the upload
   // stops, and part 2 must not wait for a part that will never be finished.
-  const chunks = Array.from({ length: 48 }, () => randomBytes(512 * 1024));
+  const chunks = randomChunks(48);
   const data = Buffer.concat(chunks);
   router.headFaults.push((r) => (r.method === 'PUT' && r.path === '/s3/part/2' ? { status: 503, body: '<Error><Code>SlowDown</Code></Error>' } : undefined));
   router.faults.push((r) => (r.method === 'PUT' && r.path === '/s3/part/1' ? { status: 400, body: '<Error><Code>InvalidArgument</Code></Error>' } : undefined));
@@ -347,7 +350,7 @@ test('offload: a part PUT while packed that waits to be sent whole gives up when
 });
 
 test('offload: a streamed part the store refuses is PUT again whole', async () => {
-  const chunks = Array.from({ length: 24 }, () => randomBytes(512 * 1024));
+  const chunks = randomChunks(24);
   const data = Buffer.concat(chunks);
   router.faults.push((r, n) => (r.method === 'PUT' && r.path.endsWith('/part/1') && n === 1 ? { status: 500, body: '<Error><Code>InternalError</Code></Error>' } : undefined));
   await offloadFrom(slowSource(chunks, data.length, 1), command());
