@@ -177,6 +177,8 @@ export type GuardOp = 'ack' | 'upload' | 'final';
 
 export class Requests {
   private readonly r: ScriptedRedis;
+  /** Told once of each request that finish() ended here (the dispatcher settles its job). */
+  private readonly endListeners: ((id: string, status: 'complete' | 'failed' | 'cancelled') => void)[] = [];
 
   constructor(
     redis: Redis,
@@ -300,7 +302,14 @@ export class Requests {
   async finish(id: string, status: 'complete' | 'failed' | 'cancelled', fields: Record<string, string | number> = {}): Promise<boolean> {
     const ev: BusEvent = { t: 'req', id, status };
     const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
-    return res === 'OK';
+    if (res !== 'OK') return false;
+    for (const listener of this.endListeners) listener(id, status);
+    return true;
+  }
+
+  /** `listener` hears of every request that this instance's finish() moved to a terminal status. */
+  onEnd(listener: (id: string, status: 'complete' | 'failed' | 'cancelled') => void): void {
+    this.endListeners.push(listener);
   }
 
   fail(id: string, err: RelayError): Promise<boolean> {
