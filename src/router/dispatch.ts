@@ -12,7 +12,7 @@ import type { Bus } from './bus.js';
 import { isOnline, type CommandLog } from './commands.js';
 import type { Metrics } from './metrics.js';
 import { IN_FLIGHT_TTL_S, keys, type Redis } from './redis.js';
-import { TERMINAL, type RequestRecord, type RequestSpec, type Requests } from './requests.js';
+import { TERMINAL, type RequestRecord, type RequestSpec, type Requests, type TerminalStatus } from './requests.js';
 
 export const QUEUE_NAME = 'relay-commands';
 
@@ -148,7 +148,7 @@ export class Dispatcher {
    * run (locked) is left to its worker, which sees the end itself. Best effort: a job left
    * behind by an error or a crash runs at its delay, finds the request ended and ends too.
    */
-  private settle(id: string, status: 'complete' | 'failed' | 'cancelled'): void {
+  private settle(id: string, status: TerminalStatus): void {
     if (this.running.has(id)) return;
     const done = status === 'failed' ? this.queue.getJob(id).then((job) => job?.promote()) : this.queue.remove(id);
     done.catch((err: unknown) => this.log.debug({ request: id, err: (err as Error).message }, 'job of an ended request left to run'));

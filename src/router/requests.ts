@@ -42,6 +42,7 @@ export interface RequestRecord {
 }
 
 export const TERMINAL: readonly RequestStatus[] = ['complete', 'failed', 'cancelled'];
+export type TerminalStatus = 'complete' | 'failed' | 'cancelled';
 
 export type BusEvent =
   | { t: 'req'; id: string; status: RequestStatus | 'acked'; attempt?: number }
@@ -178,7 +179,7 @@ export type GuardOp = 'ack' | 'upload' | 'final';
 export class Requests {
   private readonly r: ScriptedRedis;
   /** Told once of each request that finish() ended here (the dispatcher settles its job). */
-  private readonly endListeners: ((id: string, status: 'complete' | 'failed' | 'cancelled') => void)[] = [];
+  private readonly endListeners: ((id: string, status: TerminalStatus) => void)[] = [];
 
   constructor(
     redis: Redis,
@@ -299,7 +300,7 @@ export class Requests {
    * Moves a live request to a terminal status, takes it out of its connector's in-flight set
    * and announces it. Returns false if it had already ended.
    */
-  async finish(id: string, status: 'complete' | 'failed' | 'cancelled', fields: Record<string, string | number> = {}): Promise<boolean> {
+  async finish(id: string, status: TerminalStatus, fields: Record<string, string | number> = {}): Promise<boolean> {
     const ev: BusEvent = { t: 'req', id, status };
     const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
     if (res !== 'OK') return false;
@@ -308,7 +309,7 @@ export class Requests {
   }
 
   /** `listener` hears of every request that this instance's finish() moved to a terminal status. */
-  onEnd(listener: (id: string, status: 'complete' | 'failed' | 'cancelled') => void): void {
+  onEnd(listener: (id: string, status: TerminalStatus) => void): void {
     this.endListeners.push(listener);
   }
 
