@@ -50,7 +50,11 @@ export class Dispatcher {
   readonly queue: Queue<JobData>;
   private worker?: Worker<JobData>;
   private depthTimer?: NodeJS.Timeout;
-  /** Requests whose job this instance's worker is running: their end is seen by the job itself. */
+  /**
+   * Requests whose job this instance's worker runs. Their end is seen by the job itself, which
+   * may complete before finish() returns (the end event is published inside its script): a
+   * removal then would take the completed job off the dashboard.
+   */
   private readonly running = new Set<string>();
 
   constructor(
@@ -93,7 +97,8 @@ export class Dispatcher {
     this.depthTimer.unref();
   }
 
-  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode'> & { spec?: RequestSpec }, jobId = rec.id, delayMs = 0): Promise<void> {
+  /** The job that watches a request whose attempt is sent now (delayed: watchDelayMs). */
+  async enqueue(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode' | 'deadline'> & { spec?: RequestSpec }, jobId = rec.id): Promise<void> {
     const what = rec.spec
       ? { ...(rec.spec.dataset !== undefined ? { dataset: rec.spec.dataset } : {}), ...(rec.spec.sql !== undefined ? { sql: rec.spec.sql.slice(0, 200) } : {}), format: rec.spec.format }
       : {};
@@ -102,7 +107,7 @@ export class Dispatcher {
       { requestId: rec.id, connector: rec.connector, tenant: rec.tenant, mode: rec.mode, ...what },
       {
         jobId,
-        delay: delayMs,
+        delay: this.watchDelayMs(rec.deadline),
         attempts: this.cfg.attempts,
         backoff: { type: 'exponential', delay: this.cfg.backoffS * 1000 },
         removeOnComplete: { age: 3600, count: 10_000 },
@@ -119,7 +124,7 @@ export class Dispatcher {
    * command goes out. If only the job was written, its worker finds no record and ends it.
    */
   async submit(rec: Pick<RequestRecord, 'id' | 'connector' | 'tenant' | 'mode' | 'spec' | 'deadline' | 'offload'>, stored: Promise<void>): Promise<void> {
-    const job = this.enqueue(rec, rec.id, this.watchDelayMs(rec.deadline));
+    const job = this.enqueue(rec);
     // Both settle before anything is thrown: a failed record write must not leave the job's
     // rejection unhandled.
     const [a, b] = await Promise.allSettled([stored, job]);
@@ -138,15 +143,17 @@ export class Dispatcher {
    * ~13 % of the router's CPU in the fleet scenario (1 KB requests, 10 at a time).
    */
   private watchDelayMs(deadline: number): number {
-    return Math.max(0, Math.min(Math.min(this.cfg.ackTimeoutS, this.cfg.progressTimeoutS) * 1000, deadline - Date.now()));
+    return Math.max(0, Math.min(this.cfg.ackTimeoutS * 1000, this.cfg.progressTimeoutS * 1000, deadline - Date.now()));
   }
 
   /**
    * A request ended here (Requests.finish). Its job, usually still waiting out its delay: a
    * complete or cancelled request's is removed; a failed one's is promoted, so that the worker
    * ends it in the failed set at once (the dashboard's failures and their retry). A job being
-   * run (locked) is left to its worker, which sees the end itself. Best effort: a job left
-   * behind by an error or a crash runs at its delay, finds the request ended and ends too.
+   * run is left to its worker, which sees the end itself (here: `running`; on another instance
+   * BullMQ does not remove a locked job, though one its worker completed a moment before loses
+   * its dashboard entry). Best effort: a job left behind by an error or a crash runs at its
+   * delay, finds the request ended and ends.
    */
   private settle(id: string, status: TerminalStatus): void {
     if (this.running.has(id)) return;
@@ -349,7 +356,7 @@ export class Dispatcher {
     const rec = await this.requests.get(id);
     if (!rec) return false;
     // The job of a completed request is over: a new one watches this attempt (and retries it).
-    if (wasComplete) await this.enqueue(rec, `${id}.${attempt}`, this.watchDelayMs(rec.deadline));
+    if (wasComplete) await this.enqueue(rec, `${id}.${attempt}`);
     await this.send(rec, await this.command(rec, attempt, 0));
     this.metrics.commandsRedelivered.inc();
     this.log.info({ request: id, connector: rec.connector, attempt }, 'client re-attached: transfer restarted from chunk 0');

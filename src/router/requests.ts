@@ -41,8 +41,9 @@ export interface RequestRecord {
   download: { url: string; expiresAt: string; contentEncoding: 'zstd' | 'identity'; storedBytes: number | null } | null;
 }
 
-export const TERMINAL: readonly RequestStatus[] = ['complete', 'failed', 'cancelled'];
-export type TerminalStatus = 'complete' | 'failed' | 'cancelled';
+const TERMINAL_STATUSES = ['complete', 'failed', 'cancelled'] as const;
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
+export const TERMINAL: readonly RequestStatus[] = TERMINAL_STATUSES;
 
 export type BusEvent =
   | { t: 'req'; id: string; status: RequestStatus | 'acked'; attempt?: number }
