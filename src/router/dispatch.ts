@@ -157,7 +157,9 @@ export class Dispatcher {
    */
   private settle(id: string, status: TerminalStatus): void {
     if (this.running.has(id)) return;
-    const done = status === 'failed' ? this.queue.getJob(id).then((job) => job?.promote()) : this.queue.remove(id);
+    // A request's job never has children: not looking for them spares the removal script ~5 of
+    // its ~18 Redis commands, on every request.
+    const done = status === 'failed' ? this.queue.getJob(id).then((job) => job?.promote()) : this.queue.remove(id, { removeChildren: false });
     done.catch((err: unknown) => this.log.debug({ request: id, err: (err as Error).message }, 'job of an ended request left to run'));
   }
 
