@@ -3,7 +3,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { Agent, request } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 import { RetryState, UPLOAD_RETRY, parseRetryAfter, type RetryOptions, type RetryPolicy, type TryOutcome } from './retry.js';
 
@@ -103,20 +103,56 @@ export class RouterHttp {
     return this.call(url, 'PUT', Readable.from(body, { objectMode: false }), { 'content-length': String(length) }, signal);
   }
 
-  private async call(url: string, method: 'POST' | 'PUT', body: string | Buffer | Readable, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResult> {
-    const res = await request(url, { method, body, headers, signal, dispatcher: this.agent });
-    // The body is always read to the end so the socket goes back to the pool.
-    const text = await res.body.text();
-    let data: unknown = text;
-    const type = String(res.headers['content-type'] ?? '');
-    if (text && type.includes('json')) {
-      try {
-        data = JSON.parse(text);
-      } catch {
-        // keep the text; it still says something in the error message
-      }
-    }
-    return { status: res.statusCode, headers: res.headers, data, retryAfterMs: parseRetryAfter(res.headers) };
+  /**
+   * One exchange, its answer read to the end (so the socket goes back to the pool). Through
+   * the agent's dispatch() with a handler that only gathers the body: undici's request() wraps
+   * every answer in a Readable stream and the signal in listeners of its own, which cost a
+   * small POST ~60 µs more CPU here (10 at a time: 148-214 against 96-134 µs with the test
+   * server's share); a 1 KB result takes two of them (ack and result), a 1 MB result five.
+   */
+  private call(url: string, method: 'POST' | 'PUT', body: string | Buffer | Readable, headers: Record<string, string>, signal?: AbortSignal): Promise<HttpResult> {
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    const u = new URL(url);
+    return new Promise<HttpResult>((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | undefined;
+      let status = 0;
+      let resHeaders: ResponseHeaders = {};
+      const chunks: Buffer[] = [];
+      const abort = () => controller?.abort(signal!.reason as Error);
+      signal?.addEventListener('abort', abort, { once: true });
+      const settle = () => signal?.removeEventListener('abort', abort);
+      this.agent.dispatch({ origin: u.origin, path: u.pathname + u.search, method, body, headers }, {
+        onRequestStart: (c) => {
+          controller = c;
+          if (signal?.aborted) c.abort(signal.reason as Error);
+        },
+        onResponseStart: (_c, statusCode, h) => {
+          status = statusCode;
+          resHeaders = h;
+        },
+        onResponseData: (_c, chunk) => {
+          chunks.push(chunk);
+        },
+        onResponseEnd: () => {
+          settle();
+          const text = chunks.length === 0 ? '' : Buffer.concat(chunks).toString('utf8');
+          let data: unknown = text;
+          const type = String(resHeaders['content-type'] ?? '');
+          if (text && type.includes('json')) {
+            try {
+              data = JSON.parse(text);
+            } catch {
+              // keep the text; it still says something in the error message
+            }
+          }
+          resolve({ status, headers: resHeaders, data, retryAfterMs: parseRetryAfter(resHeaders) });
+        },
+        onResponseError: (_c, err) => {
+          settle();
+          reject(err);
+        },
+      });
+    });
   }
 
   /**
