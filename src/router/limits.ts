@@ -26,9 +26,10 @@ export interface LimitsConfig {
 // KEYS: class slots, class waiting tenants, connector slots.
 // ARGV: tenant, lease id, class limit, connector limit, lease ms, waiting ms.
 // Members of the class set are "<tenant>|<lease>" (neither contains '|').
-// Returns {verdict, slots held in the class, the tenant's slots, its fair share}; the last two
-// are counted only while another tenant waits (else 0): that count reads every slot of the
-// class, and at 100 requests at a time it made this the costliest script of a small request.
+// Returns {'OK', slots held in the class now}, or {reason, slots held, the tenant's slots, its
+// fair share}. The last two are counted only while another tenant waits (else 0): that count
+// reads every slot of the class, and at 100 requests at a time it made this the costliest
+// script of a small request.
 const ACQUIRE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -71,7 +72,7 @@ redis.call('ZADD', KEYS[1], now + ttl, tenant .. '|' .. lease)
 redis.call('ZADD', KEYS[3], now + ttl, lease)
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 redis.call('PEXPIRE', KEYS[3], ttl * 2)
-return {'OK', total + 1, mine, share}`;
+return {'OK', total + 1}`;
 
 // KEYS: class slots, connector slots. ARGV: class member, lease id, lease ms.
 // Only renews what is still there: a lease that lapsed is not brought back.
@@ -86,7 +87,7 @@ redis.call('PEXPIRE', KEYS[2], ttl * 2)
 return 1`;
 
 type Scripted = Redis & {
-  relayLimitAcquire(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<[string, number, number, number]>;
+  relayLimitAcquire(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<[string, number, number?, number?]>;
   relayLimitRenew(k1: string, k2: string, ...args: (string | number)[]): Promise<number>;
 };
 
