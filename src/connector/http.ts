@@ -121,7 +121,7 @@ export class RouterHttp {
       const abort = () => controller?.abort(signal!.reason as Error);
       signal?.addEventListener('abort', abort, { once: true });
       const settle = () => signal?.removeEventListener('abort', abort);
-      this.agent.dispatch({ origin: u.origin, path: u.pathname + u.search, method, body, headers }, {
+      const handler: Dispatcher.DispatchHandler = {
         onRequestStart: (c) => {
           controller = c;
           if (signal?.aborted) c.abort(signal.reason as Error);
@@ -151,7 +151,14 @@ export class RouterHttp {
           settle();
           reject(err);
         },
-      });
+      };
+      try {
+        this.agent.dispatch({ origin: u.origin, path: u.pathname + u.search, method, body, headers }, handler);
+      } catch (err) {
+        // Refused before it started (invalid options): the signal must not keep our listener.
+        settle();
+        reject(err as Error);
+      }
     });
   }
 
