@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import type { Command, HelloEvent } from '../protocol/wire.js';
 import type { Bus } from './bus.js';
 import type { Metrics } from './metrics.js';
+import { LuaScript } from './lua.js';
 import { keys, type Redis } from './redis.js';
 import type { BusEvent } from './requests.js';
 
@@ -24,7 +25,9 @@ const ECHO_MAX = 256;
  */
 const PRESENCE_FLUSH_MS = 1000;
 
-const APPEND = `
+const APPEND = new LuaScript(
+  2,
+  `
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[7], '*', 'event', ARGV[1], 'data', ARGV[2])
 if ARGV[1] == 'command' then
   redis.call('HSET', KEYS[2], ARGV[3], cjson.encode({id = id, attempt = tonumber(ARGV[4]), data = ARGV[2]}))
@@ -34,17 +37,16 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[8])
 redis.call('EXPIRE', KEYS[2], ARGV[8])
 redis.call('PUBLISH', ARGV[5], cjson.encode({t = 'cmd', connector = ARGV[6], id = id, event = ARGV[1], data = ARGV[2]}))
-return id`;
+return id`,
+);
 
 // Deletes presence only if it still belongs to the closing session.
-const LEAVE = `
+const LEAVE = new LuaScript(
+  1,
+  `
 if redis.call('HGET', KEYS[1], 'session_id') == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1`;
-
-type Scripted = Redis & {
-  relayCmdAppend(log: string, pending: string, ...args: (string | number)[]): Promise<string>;
-  relayPresenceLeave(presence: string, session: string): Promise<number>;
-};
+return 1`,
+);
 
 interface SseEvent {
   id?: string;
@@ -62,18 +64,14 @@ function formatEvent(e: SseEvent & { retry?: number }): string {
 }
 
 export class CommandLog {
-  private readonly r: Scripted;
+  private readonly r: Redis;
   /**
    * Set by the Hub: hands an appended event to this instance's stream for the connector, if it
    * has it, without waiting for the bus to echo it back (one hop less per command).
    */
   local?: (connector: string, e: SseEvent) => void;
   constructor(redis: Redis) {
-    if (!('relayCmdAppend' in redis)) {
-      redis.defineCommand('relayCmdAppend', { numberOfKeys: 2, lua: APPEND });
-      redis.defineCommand('relayPresenceLeave', { numberOfKeys: 1, lua: LEAVE });
-    }
-    this.r = redis as Scripted;
+    this.r = redis;
   }
 
   /** Persists a command (pending until acknowledged) and announces it to every router. */
@@ -87,7 +85,7 @@ export class CommandLog {
   }
 
   private async append(connector: string, event: 'command' | 'cancel', data: string, requestId: string, attempt: number): Promise<string> {
-    const id = await this.r.relayCmdAppend(keys.commandLog(connector), keys.pending(connector), event, data, requestId, attempt, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
+    const id = await APPEND.run<string>(this.r, keys.commandLog(connector), keys.pending(connector), event, data, requestId, attempt, keys.busChannel, connector, LOG_MAXLEN, LOG_TTL_S);
     this.local?.(connector, { id, event, data });
     return id;
   }
@@ -113,7 +111,7 @@ export class CommandLog {
   }
 
   leave(connector: string, session: string): Promise<number> {
-    return this.r.relayPresenceLeave(keys.presence(connector), session);
+    return LEAVE.run<number>(this.r, keys.presence(connector), session);
   }
 }
 

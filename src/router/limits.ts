@@ -11,6 +11,7 @@ import { nanoid } from 'nanoid';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { Mode } from '../protocol/wire.js';
+import { LuaScript } from './lua.js';
 import { keys, type Redis } from './redis.js';
 
 export interface LimitsConfig {
@@ -30,7 +31,9 @@ export interface LimitsConfig {
 // fair share}. The last two are counted only while another tenant waits (else 0): that count
 // reads every slot of the class, and at 100 requests at a time it made this the costliest
 // script of a small request.
-const ACQUIRE = `
+const ACQUIRE = new LuaScript(
+  3,
+  `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tenant, lease = ARGV[1], ARGV[2]
@@ -72,11 +75,14 @@ redis.call('ZADD', KEYS[1], now + ttl, tenant .. '|' .. lease)
 redis.call('ZADD', KEYS[3], now + ttl, lease)
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 redis.call('PEXPIRE', KEYS[3], ttl * 2)
-return {'OK', total + 1}`;
+return {'OK', total + 1}`,
+);
 
 // KEYS: class slots, connector slots. ARGV: class member, lease id, lease ms.
 // Only renews what is still there: a lease that lapsed is not brought back.
-const RENEW = `
+const RENEW = new LuaScript(
+  2,
+  `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[3])
@@ -84,12 +90,8 @@ redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[1])
 redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
 redis.call('PEXPIRE', KEYS[2], ttl * 2)
-return 1`;
-
-type Scripted = Redis & {
-  relayLimitAcquire(k1: string, k2: string, k3: string, ...args: (string | number)[]): Promise<[string, number, number?, number?]>;
-  relayLimitRenew(k1: string, k2: string, ...args: (string | number)[]): Promise<number>;
-};
+return 1`,
+);
 
 interface Held {
   mode: Mode;
@@ -104,7 +106,7 @@ export interface Slot {
 }
 
 export class Limiter {
-  private readonly r: Scripted;
+  private readonly r: Redis;
   private readonly held = new Map<string, Held>();
   private timer?: NodeJS.Timeout;
 
@@ -114,11 +116,7 @@ export class Limiter {
     private readonly log: Logger,
     private readonly onLimited: (mode: Mode, reason: string) => void = () => undefined,
   ) {
-    if (!('relayLimitAcquire' in redis)) {
-      redis.defineCommand('relayLimitAcquire', { numberOfKeys: 3, lua: ACQUIRE });
-      redis.defineCommand('relayLimitRenew', { numberOfKeys: 2, lua: RENEW });
-    }
-    this.r = redis as Scripted;
+    this.r = redis;
   }
 
   /** Number of slots this instance holds. */
@@ -136,7 +134,8 @@ export class Limiter {
     const lease = nanoid(12); // pooled random bytes, as request ids (requests.ts)
     const leaseMs = Math.round(this.cfg.leaseS * 1000);
     const retryAfterMs = Math.round(this.cfg.retryAfterMs * (1 + Math.random() * 0.5));
-    const [verdict, total, mine, share] = await this.r.relayLimitAcquire(
+    const [verdict, total, mine, share] = await ACQUIRE.run<[string, number, number?, number?]>(
+      this.r,
       keys.limitClass(mode),
       keys.limitWaiting(mode),
       keys.limitConnector(connector),
@@ -183,10 +182,10 @@ export class Limiter {
 
   private async renewAll(): Promise<void> {
     if (this.held.size === 0) return;
-    const pipe = this.r.pipeline();
     const leaseMs = Math.round(this.cfg.leaseS * 1000);
-    for (const h of this.held.values()) (pipe as unknown as Scripted).relayLimitRenew(keys.limitClass(h.mode), keys.limitConnector(h.connector), h.member, h.lease, leaseMs);
-    await pipe.exec().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not renew concurrency slots'));
+    // Issued in one tick: auto-pipelining writes them together.
+    const renewals = [...this.held.values()].map((h) => RENEW.run(this.r, keys.limitClass(h.mode), keys.limitConnector(h.connector), h.member, h.lease, leaseMs));
+    await Promise.all(renewals).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'could not renew concurrency slots'));
   }
 
   /** Stops renewing and gives back every slot still held (shutdown). */

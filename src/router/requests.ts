@@ -4,6 +4,7 @@
 import { nanoid } from 'nanoid';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 import type { Format, Mode, RequestStatus, RequestStatusBody, TableSchema } from '../protocol/wire.js';
+import { LuaScript } from './lua.js';
 import { IN_FLIGHT_TTL_S, keys, type Redis } from './redis.js';
 
 export interface RequestSpec {
@@ -76,20 +77,21 @@ const SCRIPTS = {
   // field/value pairs.
   // One script rather than MULTI: a transaction is written on its own, a script joins the
   // commands other requests send in the same tick (auto-pipelining).
-  relayCreate: {
-    numberOfKeys: 2,
-    lua: `
+  relayCreate: new LuaScript(
+    2,
+    `
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 'OK'`,
-  },
-  relayGuard: { numberOfKeys: 1, lua: `${GUARD}\nreturn 'OK'` },
+  ),
+  relayGuard: new LuaScript(1, `${GUARD}
+return 'OK'`),
   // KEYS: req, chunks. ARGV: connector, attempt, now_ms, now_iso, 'upload', index, checksum, decoded_len
-  relayChunkPut: {
-    numberOfKeys: 2,
-    lua: `${GUARD}
+  relayChunkPut: new LuaScript(
+    2,
+    `${GUARD}
 local prev = redis.call('HGET', KEYS[2], ARGV[6])
 if prev then
   if string.sub(prev, 1, 16) == ARGV[7] then return 'DUP' end
@@ -103,13 +105,13 @@ local c = tonumber(redis.call('HGET', KEYS[1], 'contiguous') or '0')
 while redis.call('HEXISTS', KEYS[2], tostring(c)) == 1 do c = c + 1 end
 redis.call('HSET', KEYS[1], 'contiguous', c)
 return 'NEW'`,
-  },
+  ),
   // KEYS: req. ARGV: status, now_iso, in-flight key prefix, bus channel, bus message, then
   // field/value pairs. Only from a live status. The end also leaves the connector's in-flight
   // set and is announced on the bus, in this one call.
-  relayFinish: {
-    numberOfKeys: 1,
-    lua: `
+  relayFinish: new LuaScript(
+    1,
+    `
 local f = redis.call('HMGET', KEYS[1], 'status', 'connector', 'id')
 local s = f[1]
 if not s then return 'NOT_FOUND' end
@@ -119,36 +121,36 @@ for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('SREM', ARGV[3] .. f[2], f[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 'OK'`,
-  },
+  ),
   // KEYS: req, the connector's pending commands. ARGV: connector, attempt, now_ms, now_iso,
   // 'ack', request id, bus channel, bus message. Command no longer pending, guard, and the news.
   // The pending command goes first, whatever the guard says: a connector uploads while its ack
   // is on the way, so the ack may come after the request ended (KEYS[2] is the caller's own).
-  relayAck: {
-    numberOfKeys: 2,
-    lua: `
+  relayAck: new LuaScript(
+    2,
+    `
 local p = redis.call('HGET', KEYS[2], ARGV[6])
 if p and cjson.decode(p).attempt <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[2], ARGV[6]) end
 ${GUARD}
 redis.call('PUBLISH', ARGV[7], ARGV[8])
 return 'OK'`,
-  },
+  ),
   // KEYS: req. ARGV: attempt, now_ms, now_iso. Starts a new attempt unless the request ended.
-  relayNewAttempt: {
-    numberOfKeys: 1,
-    lua: `
+  relayNewAttempt: new LuaScript(
+    1,
+    `
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'NOT_FOUND' end
 if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'attempt', ARGV[1], 'lease_at', ARGV[2], 'updated_at', ARGV[3], 'acked_attempt', 0)
 return redis.call('HGET', KEYS[1], 'contiguous') or '0'`,
-  },
+  ),
   // KEYS: req, chunks. ARGV: now_ms, now_iso. A client re-attached with nothing delivered yet:
   // forget the chunks stored so far and start the next attempt from chunk 0. A completed
   // request is reopened too: its bytes were lost on the way to the client (router restart).
-  relayRestart: {
-    numberOfKeys: 2,
-    lua: `
+  relayRestart: new LuaScript(
+    2,
+    `
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then return 'NOT_FOUND' end
 if s == 'failed' or s == 'cancelled' then return s end
@@ -157,28 +159,25 @@ redis.call('HDEL', KEYS[1], 'bytes', 'chunks', 'checksum')
 local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0)
 return s .. ':' .. tostring(a)`,
-  },
+  ),
   // KEYS: req. ARGV: deadline_ms, now_iso. A failed request whose queue job failed is opened
   // again (retry from the queue dashboard): back to queued, error cleared, a fresh deadline.
-  relayReopen: {
-    numberOfKeys: 1,
-    lua: `
+  relayReopen: new LuaScript(
+    1,
+    `
 local f = redis.call('HMGET', KEYS[1], 'status', 'job_failed')
 if not f[1] then return 'NOT_FOUND' end
 if f[1] ~= 'failed' or f[2] ~= '1' then return f[1] end
 redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'job_failed')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'deadline', ARGV[1], 'updated_at', ARGV[2])
 return 'OK'`,
-  },
+  ),
 } as const;
-
-type Guarded = (key: string, ...args: (string | number)[]) => Promise<string>;
-type ScriptedRedis = Redis & { relayCreate: (req: string, inFlight: string, ...args: (string | number)[]) => Promise<string>; relayGuard: Guarded; relayChunkPut: Guarded; relayFinish: Guarded; relayAck: (req: string, pending: string, ...args: (string | number)[]) => Promise<string>; relayNewAttempt: Guarded; relayRestart: Guarded; relayReopen: Guarded };
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
 export class Requests {
-  private readonly r: ScriptedRedis;
+  private readonly r: Redis;
   /** Told once of each request that finish() ended here (the dispatcher settles its job). */
   private readonly endListeners: ((id: string, status: TerminalStatus) => void)[] = [];
 
@@ -186,10 +185,7 @@ export class Requests {
     redis: Redis,
     private readonly ttlS: number,
   ) {
-    for (const [name, s] of Object.entries(SCRIPTS)) {
-      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
-    }
-    this.r = redis as ScriptedRedis;
+    this.r = redis;
   }
 
   /**
@@ -217,7 +213,7 @@ export class Requests {
       recv_chunks: 0,
     };
     if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
-    await this.r.relayCreate(keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, ...Object.entries(fields).flat());
+    await SCRIPTS.relayCreate.run<string>(this.r, keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, ...Object.entries(fields).flat());
   }
 
   async get(id: string): Promise<RequestRecord | null> {
@@ -259,13 +255,13 @@ export class Requests {
 
   /** Reopens a failed request whose job failed (see relayReopen). True when it was reopened. */
   async reopen(id: string, deadline: number): Promise<boolean> {
-    return (await this.r.relayReopen(keys.request(id), deadline, new Date().toISOString())) === 'OK';
+    return (await SCRIPTS.relayReopen.run<string>(this.r, keys.request(id), deadline, new Date().toISOString())) === 'OK';
   }
 
   /** Checks a connector call against the request; renews the lease. Throws the protocol error. */
   async guard(id: string, connector: string, attempt: number, op: GuardOp): Promise<'OK' | 'COMPLETE'> {
     const now = Date.now();
-    const res = await this.r.relayGuard(keys.request(id), connector, attempt, now, new Date(now).toISOString(), op);
+    const res = await SCRIPTS.relayGuard.run<string>(this.r, keys.request(id), connector, attempt, now, new Date(now).toISOString(), op);
     return guardResult(res, id, attempt);
   }
 
@@ -276,7 +272,7 @@ export class Requests {
   async ack(id: string, connector: string, attempt: number): Promise<'OK' | 'COMPLETE'> {
     const now = Date.now();
     const ev: BusEvent = { t: 'req', id, status: 'acked', attempt };
-    const res = await this.r.relayAck(keys.request(id), keys.pending(connector), connector, attempt, now, new Date(now).toISOString(), 'ack', id, keys.busChannel, JSON.stringify(ev));
+    const res = await SCRIPTS.relayAck.run<string>(this.r, keys.request(id), keys.pending(connector), connector, attempt, now, new Date(now).toISOString(), 'ack', id, keys.busChannel, JSON.stringify(ev));
     return guardResult(res, id, attempt);
   }
 
@@ -286,7 +282,7 @@ export class Requests {
    */
   async putChunk(id: string, connector: string, attempt: number, index: number, checksum: string, decodedLength: number): Promise<'NEW' | 'DUP' | 'COMPLETE'> {
     const now = Date.now();
-    const res = await this.r.relayChunkPut(keys.request(id), keys.chunks(id), connector, attempt, now, new Date(now).toISOString(), 'upload', index, checksum, decodedLength);
+    const res = await SCRIPTS.relayChunkPut.run<string>(this.r, keys.request(id), keys.chunks(id), connector, attempt, now, new Date(now).toISOString(), 'upload', index, checksum, decodedLength);
     if (res === 'NEW' || res === 'DUP' || res === 'COMPLETE') return res;
     if (res === 'CONFLICT') throw new RelayError('CONFLICT', `chunk ${index} is already stored with another checksum`, { requestId: id });
     guardResult(res, id, attempt);
@@ -303,7 +299,7 @@ export class Requests {
    */
   async finish(id: string, status: TerminalStatus, fields: Record<string, string | number> = {}): Promise<boolean> {
     const ev: BusEvent = { t: 'req', id, status };
-    const res = await this.r.relayFinish(keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
+    const res = await SCRIPTS.relayFinish.run<string>(this.r, keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
     if (res !== 'OK') return false;
     for (const listener of this.endListeners) listener(id, status);
     return true;
@@ -321,7 +317,7 @@ export class Requests {
   /** Starts attempt n; returns resume_from, or null if the request already ended. */
   async newAttempt(id: string, attempt: number): Promise<number | null> {
     const now = Date.now();
-    const res = await this.r.relayNewAttempt(keys.request(id), attempt, now, new Date(now).toISOString());
+    const res = await SCRIPTS.relayNewAttempt.run<string>(this.r, keys.request(id), attempt, now, new Date(now).toISOString());
     if (res === 'NOT_FOUND' || (TERMINAL as string[]).includes(res)) return null;
     return Number(res);
   }
@@ -332,7 +328,7 @@ export class Requests {
    */
   async restart(id: string): Promise<{ attempt: number; wasComplete: boolean } | null> {
     const now = Date.now();
-    const res = await this.r.relayRestart(keys.request(id), keys.chunks(id), now, new Date(now).toISOString());
+    const res = await SCRIPTS.relayRestart.run<string>(this.r, keys.request(id), keys.chunks(id), now, new Date(now).toISOString());
     const m = /^(\w+):(\d+)$/.exec(res);
     if (!m) return null;
     return { attempt: Number(m[2]), wasComplete: m[1] === 'complete' };

@@ -56,3 +56,11 @@ test('a request the connector fails ends its job in the failed set at once (the 
   const job = await queue.getJob(requestId);
   assert.match(job!.failedReason, /DATASET_NOT_FOUND/);
 });
+
+test("a request goes through after Redis forgets the router's scripts (restart, SCRIPT FLUSH)", { timeout: 30_000 }, async () => {
+  await s.redis.script('FLUSH');
+  const res = await requestSync(s.clientCfg(), { connector: s.connectorId, dataset: 'small.bin' }, new PassThrough().resume());
+  assert.equal(res.verified, true);
+  assert.equal(res.bytes, 'a small result'.length);
+  assert.equal((await s.redis.hget(`relay:req:${res.requestId}`, 'status')), 'complete');
+});
