@@ -160,6 +160,8 @@ local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0)
 return s .. ':' .. tostring(a)`,
   ),
+  // KEYS: req. Marks a failed request whose queue job ended in the failed set (relayReopen).
+  relayMarkJobFailed: new LuaScript(1, `if redis.call('HGET', KEYS[1], 'status') == 'failed' then redis.call('HSET', KEYS[1], 'job_failed', '1') end`),
   // KEYS: req. ARGV: deadline_ms, now_iso. A failed request whose queue job failed is opened
   // again (retry from the queue dashboard): back to queued, error cleared, a fresh deadline.
   relayReopen: new LuaScript(
@@ -249,8 +251,7 @@ export class Requests {
 
   /** The request's queue job ended in the failed set: a retry of that job may reopen it. */
   async markJobFailed(id: string): Promise<void> {
-    const key = keys.request(id);
-    await this.r.eval("if redis.call('HGET', KEYS[1], 'status') == 'failed' then redis.call('HSET', KEYS[1], 'job_failed', '1') end", 1, key);
+    await SCRIPTS.relayMarkJobFailed.run(this.r, keys.request(id));
   }
 
   /** Reopens a failed request whose job failed (see relayReopen). True when it was reopened. */
