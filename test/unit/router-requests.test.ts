@@ -23,11 +23,12 @@ test('a created request reads back field for field, SQL text and large numbers i
   const requests = new Requests(redis, 600);
   const id = `r_test${randomBytes(6).toString('hex')}`;
   ids.push(id);
-  // Quotes, backslashes, newlines, a NUL, non-ASCII and a Lua pattern character: all through cjson.
-  const sql = `SELECT 'a"b\\c', E'\\n' AS "x"\n-- ünïcødé ✓ %d \u0000 end`;
+  // Quotes, backslashes, newlines, a NUL, non-ASCII, a lone surrogate (JSON.parse lets one through
+  // from a client's body) and a Lua pattern character: all through cjson.
+  const sql = `SELECT 'a"b\\c', E'\\n' AS "x"\n-- ünïcødé ✓ %d \u0000 \ud800 end`;
   // 15+ significant digits: a Lua number would lose them (HSET writes numbers as %.14g).
   const deadline = 9_007_199_254_740_991;
-  const before = Date.now();
+  const t0 = Date.now();
   await requests.create({
     id,
     tenant: 't-x',
@@ -48,7 +49,7 @@ test('a created request reads back field for field, SQL text and large numbers i
   assert.equal(rec.attempt, 1);
   assert.equal(rec.ackedAttempt, 0);
   assert.equal(rec.deadline, deadline);
-  assert.ok(rec.leaseAt >= before && rec.leaseAt <= Date.now(), `lease_at ${rec.leaseAt}`);
+  assert.ok(rec.leaseAt >= t0 && rec.leaseAt <= Date.now(), `lease_at ${rec.leaseAt}`);
   assert.equal(rec.createdAt, rec.updatedAt);
   assert.deepEqual(rec.offload, { uploadId: 'up/1+2=3', key: `results/${id}.arrow.zst`, partSize: 5 * 1024 * 1024 });
   assert.equal(rec.contiguous, 0);
