@@ -64,15 +64,12 @@ function formatEvent(e: SseEvent & { retry?: number }): string {
 }
 
 export class CommandLog {
-  private readonly r: Redis;
   /**
    * Set by the Hub: hands an appended event to this instance's stream for the connector, if it
    * has it, without waiting for the bus to echo it back (one hop less per command).
    */
   local?: (connector: string, e: SseEvent) => void;
-  constructor(redis: Redis) {
-    this.r = redis;
-  }
+  constructor(private readonly r: Redis) {}
 
   /** Persists a command (pending until acknowledged) and announces it to every router. */
   sendCommand(connector: string, cmd: Command): Promise<string> {

@@ -106,18 +106,15 @@ export interface Slot {
 }
 
 export class Limiter {
-  private readonly r: Redis;
   private readonly held = new Map<string, Held>();
   private timer?: NodeJS.Timeout;
 
   constructor(
-    redis: Redis,
+    private readonly r: Redis,
     private readonly cfg: LimitsConfig,
     private readonly log: Logger,
     private readonly onLimited: (mode: Mode, reason: string) => void = () => undefined,
-  ) {
-    this.r = redis;
-  }
+  ) {}
 
   /** Number of slots this instance holds. */
   get size(): number {

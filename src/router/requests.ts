@@ -183,16 +183,13 @@ return 'OK'`,
 export type GuardOp = 'ack' | 'upload' | 'final';
 
 export class Requests {
-  private readonly r: Redis;
   /** Told once of each request that finish() ended here (the dispatcher settles its job). */
   private readonly endListeners: ((id: string, status: TerminalStatus) => void)[] = [];
 
   constructor(
-    redis: Redis,
+    private readonly r: Redis,
     private readonly ttlS: number,
-  ) {
-    this.r = redis;
-  }
+  ) {}
 
   /**
    * Stores a new request as attempt 1, already dispatched: the command goes out right after
