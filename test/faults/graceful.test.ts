@@ -91,9 +91,16 @@ describe('SIGTERM on the router', () => {
     await restarted;
     assert.equal(r.checksum, xxh64(data));
     assert.ok(bytes().equals(data), 'byte-identical across the restart');
-    const conn = logs(s.connector!.lines).map((l) => l.msg);
-    assert.ok(conn.includes('result delivered'), 'the connector delivered the result');
-    await s.waitOnline(s.connectorId, true, 20_000);
+    // The connector logs its delivery once stream/complete is answered, which may be just after
+    // the client has its last byte; and the next test needs it back on the restarted router.
+    const delivered = async () => {
+      for (const end = Date.now() + 10_000; Date.now() < end; await sleep(100)) {
+        if (logs(s.connector!.lines).some((l) => l.msg === 'result delivered')) return true;
+      }
+      return false;
+    };
+    const [wasDelivered] = await Promise.all([delivered(), s.waitOnline(s.connectorId, true, 20_000)]);
+    assert.ok(wasDelivered, 'the connector delivered the result');
   });
 });
 
