@@ -34,7 +34,7 @@ export class YoungGc {
   /**
    * everyBytes: bytes read between two scavenges. maxDelayMs: how long bytes read may wait for
    * one when fewer arrive (a slow client's stream: at 1 MB/s the router's 8 MiB took 8 s, and its
-   * RSS carried them all that time). `gc` replaces V8's (tests).
+   * RSS carried them all that time). `gcFn` replaces V8's (tests).
    */
   constructor(
     private readonly everyBytes: number,
