@@ -111,8 +111,8 @@ redis.call('HSET', KEYS[1], 'contiguous', c)
 return 'NEW'`,
   ),
   // KEYS: req. ARGV: status, now_iso, in-flight key prefix, bus channel, bus message, then
-  // field/value pairs. Only from a live status. The end also leaves the connector's in-flight
-  // set and is announced on the bus, in this one call.
+  // field/value pairs (written with the status in one HSET). Only from a live status. The end
+  // also leaves the connector's in-flight set and is announced on the bus, in this one call.
   relayFinish: new LuaScript(
     1,
     `
@@ -120,8 +120,9 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'connector', 'id')
 local s = f[1]
 if not s then return 'NOT_FOUND' end
 if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local hset = {'HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2]}
+for i = 6, #ARGV do hset[#hset + 1] = ARGV[i] end
+redis.call(unpack(hset))
 redis.call('SREM', ARGV[3] .. f[2], f[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 'OK'`,
