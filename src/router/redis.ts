@@ -52,6 +52,8 @@ export const keys = {
   inFlight: (connector: string) => `${P}inflight:${connector}`,
   request: (id: string) => `${P}req:${id}`,
   chunks: (id: string) => `${P}req:${id}:chunks`,
+  /** Held while one call completes a request's result (an offload's upload): Requests.claimCompletion. */
+  completing: (id: string) => `${P}req:${id}:completing`,
   idempotency: (tenant: string, key: string) => `${P}idem:${tenant}:${key}`,
   commandLog: (connector: string) => `${P}cmdlog:${connector}`,
   pending: (connector: string) => `${P}pending:${connector}`,

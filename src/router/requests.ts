@@ -179,7 +179,23 @@ redis.call('HDEL', KEYS[1], 'error_code', 'error_message', 'job_failed')
 redis.call('HSET', KEYS[1], 'status', 'queued', 'deadline', ARGV[1], 'updated_at', ARGV[2])
 return 'OK'`,
   ),
+  // KEYS: a claim. ARGV: its token, then 'renew' and the ms, or 'release'. Only the holder's token acts.
+  relayClaim: new LuaScript(
+    1,
+    `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'renew' then return redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return redis.call('DEL', KEYS[1])`,
+  ),
 } as const;
+
+/** How long a completion claim lives unless renewed (a third of it), so a router that dies mid-way holds up a retry only this long. */
+export const COMPLETION_CLAIM_MS = 30_000;
+
+/** A claim on completing one request's result, held by this call until release(). */
+export interface CompletionClaim {
+  release(): Promise<void>;
+}
 
 export type GuardOp = 'ack' | 'upload' | 'final';
 
@@ -316,6 +332,32 @@ export class Requests {
 
   fail(id: string, err: RelayError): Promise<boolean> {
     return this.finish(id, 'failed', { error_code: err.code, error_message: err.message.slice(0, 4096) });
+  }
+
+  /**
+   * Claims the completion of a request's result, router-wide: null while another call holds it.
+   * A connector sends complete again when the first got no answer, possibly while that one is
+   * still being completed; an object store asked to complete one upload twice at once may
+   * write the object twice over (s3rver does), and a client answered after the first would
+   * download it mid-rewrite. The claim is renewed while held and lapses if its router dies.
+   */
+  async claimCompletion(id: string, ms = COMPLETION_CLAIM_MS): Promise<CompletionClaim | null> {
+    const key = keys.completing(id);
+    const token = nanoid(12);
+    if ((await this.r.set(key, token, 'PX', ms, 'NX')) !== 'OK') return null;
+    const renew = setInterval(() => void SCRIPTS.relayClaim.run(this.r, key, token, 'renew', ms).catch(() => undefined), ms / 3);
+    renew.unref();
+    return {
+      release: async () => {
+        clearInterval(renew);
+        await SCRIPTS.relayClaim.run(this.r, key, token, 'release');
+      },
+    };
+  }
+
+  /** True while some call holds the completion claim of the request. */
+  async completionClaimed(id: string): Promise<boolean> {
+    return (await this.r.exists(keys.completing(id))) === 1;
   }
 
   /** Starts attempt n; returns resume_from, or null if the request already ended. */

@@ -114,6 +114,17 @@ export class Storage {
     return stat.size;
   }
 
+  /** The object's size, or null when there is no such object. */
+  async storedSize(key: string): Promise<number | null> {
+    try {
+      return (await this.s3.statObject(this.cfg.bucket, key)).size;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'NotFound' || code === 'NoSuchKey') return null;
+      throw err;
+    }
+  }
+
   presignGet(key: string, expiresS: number): Promise<string> {
     return this.signer.presignedGetObject(this.cfg.bucket, key, expiresS);
   }

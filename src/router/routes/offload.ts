@@ -2,10 +2,10 @@
 // presigned URLs; the router only signs, completes and answers with a presigned GET.
 import type { Hono } from 'hono';
 import { RelayError } from '../../protocol/errors.js';
-import { offloadCompleteSchema, offloadPartsSchema } from '../../protocol/wire.js';
+import { offloadCompleteSchema, offloadPartsSchema, type OffloadComplete } from '../../protocol/wire.js';
 import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson } from '../http.js';
-import type { RequestRecord } from '../requests.js';
+import { COMPLETION_CLAIM_MS, TERMINAL, type RequestRecord } from '../requests.js';
 
 export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
   const { requests, storage, cfg } = deps;
@@ -29,19 +29,39 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const p = await principalOf(deps, c, 'connector');
     const id = c.req.param('id');
     const body = await readJson(c.env.incoming, 1024 * 1024, offloadCompleteSchema);
-    if ((await requests.guard(id, p.id, body.attempt, 'final')) === 'COMPLETE') return c.body(null, 204);
-    const off = await offloadOf(id);
     const parts = [...body.parts].sort((a, b) => a.part - b.part);
     if (parts.some((x, i) => x.part !== i + 1)) throw new RelayError('BAD_REQUEST', 'parts must be numbered 1..n without gaps or repeats', { requestId: id });
+    // One completion at a time (Requests.claimCompletion): a repeat sent while the first is
+    // under way waits for its outcome, then answers as a repeat after the end would.
+    for (let waited = false; ; waited = true) {
+      if ((await requests.guard(id, p.id, body.attempt, 'final')) === 'COMPLETE') return c.body(null, 204);
+      const claim = await requests.claimCompletion(id);
+      if (claim) {
+        try {
+          await completeOffload(id, body, parts);
+        } finally {
+          await claim.release();
+        }
+        return c.body(null, 204);
+      }
+      if (waited) throw new RelayError('BACKPRESSURE', 'another complete of this request is under way: send it again', { requestId: id, retryAfterMs: 1000 });
+      await completionSettled(id);
+    }
+  });
+
+  async function completeOffload(id: string, body: OffloadComplete, parts: OffloadComplete['parts']): Promise<void> {
+    const off = await offloadOf(id);
     let size: number;
     try {
       size = await storage.completeMultipart(off.key, off.uploadId, parts);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === 'InvalidPart' || code === 'InvalidPartOrder' || code === 'NoSuchUpload' || code === 'EntityTooSmall') {
+      // Completed by a call whose router died before recording it: the object is there.
+      const stored = code === 'NoSuchUpload' ? await storage.storedSize(off.key) : null;
+      if (stored !== null) size = stored;
+      else if (code === 'InvalidPart' || code === 'InvalidPartOrder' || code === 'NoSuchUpload' || code === 'EntityTooSmall') {
         throw new RelayError('CONFLICT', `the object store refused to complete the upload: ${code}: ${(err as Error).message}`, { requestId: id });
-      }
-      throw err;
+      } else throw err;
     }
     if (body.content_encoding === 'identity' && size !== body.bytes) {
       throw new RelayError('CONFLICT', `stored object has ${size} bytes, complete says ${body.bytes}`, { requestId: id });
@@ -59,6 +79,17 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
     });
     deps.metrics.bytesRelayed.inc({ mode: 'offload' }, body.bytes);
     deps.metrics.bytesIn.inc({ mode: 'offload' }, size);
-    return c.body(null, 204);
-  });
+  }
+
+  /** Until the request ended or nobody holds its completion claim (at most a claim's life). */
+  async function completionSettled(id: string): Promise<void> {
+    const settled = async () => {
+      const r = await requests.get(id);
+      return !r || TERMINAL.includes(r.status) || !(await requests.completionClaimed(id)) ? true : null;
+    };
+    await deps.bus.waitFor(id, settled, Date.now() + COMPLETION_CLAIM_MS, {
+      pollMs: 250,
+      onEvent: (ev) => ((TERMINAL as string[]).includes(ev.status) ? true : undefined),
+    });
+  }
 }
