@@ -130,28 +130,35 @@ export class StreamSink extends Sink {
     return index < this.next + this.windowChunks && this.window.size + this.reserved.size < this.windowChunks;
   }
 
-  /** The chunk was written, is waiting for its turn, or is being received (a repeat). */
-  private seen(index: number): boolean {
-    return index < this.next || this.window.has(index) || this.reserved.has(index);
+  /** The chunk was written or is waiting for its turn (and so was recorded). */
+  private delivered(index: number): boolean {
+    return index < this.next || this.window.has(index);
   }
 
+  /**
+   * A copy of the chunk still being received (reserved) is not a delivery: that copy may yet
+   * fail, and a repeat answered as delivered would never be sent again. The repeat waits for
+   * it (admitWithin) or is told to come back.
+   */
   admit(index: number): 'ok' | 'delivered' {
-    if (this.seen(index)) return 'delivered';
+    if (this.delivered(index)) return 'delivered';
+    if (this.reserved.has(index)) throw new RelayError('BACKPRESSURE', `chunk ${index} is being received on another connection`, { requestId: this.requestId, retryAfterMs: 200 });
     if (!this.hasRoom(index)) throw new RelayError('BACKPRESSURE', 'the client is reading slower than the connector sends', { requestId: this.requestId, retryAfterMs: 200 });
     this.reserved.add(index);
     return 'ok';
   }
 
   /**
-   * Every waiter wakes when a slot frees, but only the first to run takes it: the others go
-   * back to waiting for what is left of their time, instead of all but one being answered
-   * BACKPRESSURE (a 200 ms pause each, for a client that was merely a little behind).
+   * Every waiter wakes when a slot frees (or a copy being received is stored or dropped), but
+   * only the first to run takes it: the others go back to waiting for what is left of their
+   * time, instead of all but one being answered BACKPRESSURE (a 200 ms pause each, for a
+   * client that was merely a little behind).
    */
   override async admitWithin(index: number, _decodedLength: number, ms: number): Promise<'ok' | 'delivered'> {
     const deadline = performance.now() + ms;
     for (;;) {
       const left = deadline - performance.now();
-      if (this.ended || left <= 0 || this.hasRoom(index) || this.seen(index)) return this.admit(index);
+      if (this.ended || left <= 0 || this.delivered(index) || (!this.reserved.has(index) && this.hasRoom(index))) return this.admit(index);
       await this.roomOrTimeout(left);
     }
   }
@@ -244,7 +251,15 @@ export class StreamSink extends Sink {
     w.forEach((f) => f());
   }
 
-  async complete(meta: CompleteMeta): Promise<void> {
+  /** A repeated complete (its first try got no answer) shares the first one's outcome. */
+  complete(meta: CompleteMeta): Promise<void> {
+    this.completion ??= this.completeOnce(meta);
+    return this.completion;
+  }
+
+  private completion: Promise<void> | null = null;
+
+  private async completeOnce(meta: CompleteMeta): Promise<void> {
     if (this.ended) throw new RelayError('GONE', 'the client has gone away', { requestId: this.requestId });
     // Every chunk was accepted before `complete` was sent, so what is not written yet is only
     // waiting for the client to read: wait for the window to drain.

@@ -2,10 +2,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdDecompress } from '../../src/protocol/codec.js';
-import { Stack, CHUNK } from '../helpers/stack.js';
+import { Stack, CHUNK, sleep } from '../helpers/stack.js';
 import { WireConnector } from '../helpers/wire.js';
 
 let s: Stack;
@@ -166,6 +167,52 @@ describe('stream request', () => {
     assert.equal(res.trailers['x-relay-checksum'], xxh64(whole));
   });
 
+  // A connector resends a chunk when its first try failed on its side, and the router may still
+  // be receiving that try (a connection cut on the way, bytes still queued). The second copy was
+  // answered as delivered while the first was only being received; the first then failed, and
+  // the chunk never reached the client: the stream stalled until its deadline (the soak saw one).
+  test('a chunk sent again while its first copy is still being received is not lost when that copy fails', { timeout: 20_000 }, async () => {
+    const a = randomBytes(64 * 1024);
+    const b = randomBytes(1000);
+    const pending = client('stream', { connector: s.connectorId, dataset: 'twice.bin' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: null, total_chunks: null });
+    const res = await pending;
+    const bodyP = res.body.arrayBuffer();
+    bodyP.catch(() => undefined); // awaited at the end
+    // The first copy: its head and half its body, then nothing.
+    const u = new URL(`${s.routerUrl}/v1/requests/${id}/stream/chunk/0`);
+    const first = httpRequest({
+      host: u.hostname,
+      port: u.port,
+      path: u.pathname,
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${s.connectorToken}`,
+        'content-type': 'application/octet-stream',
+        'content-length': String(a.length),
+        'x-relay-attempt': '1',
+        'x-relay-checksum': xxh64(a),
+        'x-relay-decoded-length': String(a.length),
+      },
+    });
+    first.on('error', () => undefined);
+    first.write(a.subarray(0, a.length / 2));
+    await sleep(300);
+    // The second copy, whole; the first is cut while the second waits.
+    const second = wire.chunk(id, 0, a);
+    await sleep(300);
+    first.destroy();
+    assert.equal((await second).status, 201, 'the second copy is the one stored');
+    assert.equal((await wire.chunk(id, 1, b)).status, 201);
+    const whole = Buffer.concat([a, b]);
+    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 2, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
+    assert.equal(done.status, 204);
+    assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got both chunks');
+  });
+
   test('a chunk far ahead of the window gets BACKPRESSURE with Retry-After', async () => {
     const pending = client('stream', { connector: s.connectorId, dataset: 'y.bin' });
     const { data: cmd } = await wire.command();
@@ -204,7 +251,48 @@ describe('offload request', () => {
     assert.equal(body.bytes, data.length);
     assert.deepEqual(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()), data);
   });
+
+  // A connector whose complete got no answer (a reset, a timeout) sends it again, possibly while
+  // the first is still being completed by the store. Completing the upload twice at once made
+  // s3rver write the object twice over: the client, answered after the first, downloaded it
+  // while the second rewrote it (the soak saw a 100 MB offload fail its zstd check).
+  test('a complete repeated while the first is under way completes the upload once, and the object is whole when the answer comes', { timeout: 60_000 }, async () => {
+    const answer = client('offload', { connector: s.connectorId, dataset: 'twice.bin', timeout_s: 60 });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    const partSize = (cmd as unknown as { offload: { part_size: number } }).offload.part_size;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    const n = 16;
+    const data = randomBytes(partSize * n);
+    const parts = Array.from({ length: n }, (_, i) => i + 1);
+    const { urls } = (await (await wire.post(`/v1/requests/${id}/offload/parts`, { attempt: 1, parts })).json()) as { urls: Record<string, string> };
+    const etags: { part: number; etag: string }[] = [];
+    for (let i = 0; i < n; i += 4) {
+      await Promise.all(
+        parts.slice(i, i + 4).map(async (part) => {
+          const put = await fetch(urls[String(part)]!, { method: 'PUT', body: new Uint8Array(data.subarray((part - 1) * partSize, part * partSize)) });
+          assert.equal(put.status, 200);
+          etags.push({ part, etag: put.headers.get('etag')! });
+        }),
+      );
+    }
+    const outBefore = await metricValue('relay_bytes_out_total{mode="offload"}');
+    const complete = () => wire.post(`/v1/requests/${id}/offload/complete`, { attempt: 1, parts: etags, bytes: data.length, checksum: xxh64(data), content_encoding: 'identity' });
+    const completes = [complete(), complete()];
+    const body = (await (await answer).body.json()) as { download_url: string; bytes: number };
+    const got = Buffer.from(await (await fetch(body.download_url)).arrayBuffer());
+    assert.ok(got.equals(data), `the object as soon as the client was answered: ${got.length} bytes, ${got.equals(data) ? 'same' : 'different'}`);
+    assert.deepEqual((await Promise.all(completes)).map((r) => r.status), [204, 204], 'both completes are answered 204');
+    assert.equal((await metricValue('relay_bytes_out_total{mode="offload"}')) - outBefore, data.length, 'the upload was completed once');
+    assert.ok(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()).equals(data), 'and is still whole after both');
+  });
 });
+
+async function metricValue(series: string): Promise<number> {
+  const text = await (await fetch(`${s.routerUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
 
 describe('delivery', () => {
   test('a reconnecting connector gets every command not yet acknowledged', async () => {

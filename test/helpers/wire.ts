@@ -83,8 +83,8 @@ export class WireConnector {
     void this.agent.close().catch(() => undefined);
   }
 
-  post(path: string, body: unknown): Promise<Response> {
-    return fetch(`${this.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  post(path: string, body: unknown, signal?: AbortSignal): Promise<Response> {
+    return fetch(`${this.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${this.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body), signal });
   }
 
   async chunk(requestId: string, index: number, data: Buffer, opts: { attempt?: number; zstd?: boolean; checksum?: string } = {}): Promise<Response> {

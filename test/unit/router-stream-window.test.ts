@@ -64,3 +64,20 @@ test('stream window: a chunk still without room when its wait ends is answered B
     sink.fail(new RelayError('GONE', 'test over'));
   });
 });
+
+test('stream window: a repeat of a chunk still being received waits for that copy: delivered once it is stored, admitted once it failed', async () => {
+  await withSink(4, async (sink) => {
+    assert.equal(sink.admit(0), 'ok');
+    // A repeat while the first copy is being received is not told it was delivered.
+    assert.throws(() => sink.admit(0), (err: unknown) => err instanceof RelayError && err.code === 'BACKPRESSURE');
+    const stored = sink.admitWithin(0, 3, 2000);
+    sink.put(chunk(0));
+    assert.equal(await stored, 'delivered', 'the first copy was stored');
+    assert.equal(sink.admit(1), 'ok');
+    const retried = sink.admitWithin(1, 3, 2000);
+    sink.release(1);
+    assert.equal(await retried, 'ok', 'the first copy failed: the repeat is the one received');
+    sink.put(chunk(1));
+    await sink.complete({ chunks: 2, bytes: 6, checksum: xxh64(Buffer.from('c0;c1;')) });
+  });
+});
