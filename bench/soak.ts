@@ -168,7 +168,7 @@ async function main(): Promise<void> {
           if (err instanceof RelayError && err.code && err.message) {
             outcome = 'error';
             t.codes.set(err.code, (t.codes.get(err.code) ?? 0) + 1);
-            process.stderr.write(`soak: explicit error: ${mode} ${dataset}: ${err.code}: ${err.message.slice(0, 300)}\n`);
+            process.stderr.write(`soak: explicit error: ${mode} ${dataset}${err.requestId ? ` (${err.requestId})` : ''}: ${err.code}: ${err.message.slice(0, 300)}\n`);
           } else outcome = 'corrupt';
         } finally {
           clearTimeout(timer);
