@@ -72,6 +72,7 @@ const routerSettings = {
   backoffS: { env: 'RELAY_BACKOFF_S', schema: num(0, 3600), default: 1 },
   progressTimeoutS: { env: 'RELAY_PROGRESS_TIMEOUT_S', schema: num(0.1, 86_400), default: 60 },
   heartbeatS: { env: 'RELAY_HEARTBEAT_S', schema: num(0.1, 3600), default: 30 },
+  bodyIdleTimeoutS: { env: 'RELAY_BODY_IDLE_TIMEOUT_S', schema: num(0.1, 3600), default: 30 },
   streamMaxAgeS: { env: 'RELAY_STREAM_MAX_AGE_S', schema: num(1, 86_400), default: 300 },
   syncLimitBytes: { env: 'RELAY_SYNC_LIMIT_BYTES', schema: int(0), default: 256 * MiB },
   syncMemoryBytes: { env: 'RELAY_SYNC_MEMORY_BYTES', schema: int(0), default: 64 * MiB },

@@ -18,9 +18,19 @@ export function sendError(res: ServerResponse, err: RelayError): void {
 }
 
 /**
+ * How long a body being read may go without a byte (RELAY_BODY_IDLE_TIMEOUT_S, set once by
+ * server.ts). A peer that vanished without closing (a NAT that forgot the flow, a cut cable, a
+ * proxy that never closes its side) would otherwise hold the route for good: the router takes
+ * no request timeout (event streams live long). A stream chunk held that way kept its window
+ * slot, and the repeat of that chunk waited behind it until the request's deadline.
+ */
+export const bodyReads = { idleMs: 30_000 };
+
+/**
  * Reads a request body into one Buffer, refusing more than `limit` bytes (or more or less than
  * its Content-Length). With `into`, the bytes are copied there (a pooled buffer; the limit is
- * at most its size) and the answer is the filled part of it.
+ * at most its size) and the answer is the filled part of it. A body that stops coming for
+ * bodyReads.idleMs is given up: its connection is closed.
  */
 export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCode = 'BAD_REQUEST', into?: Buffer): Promise<Buffer> {
   if (into) limit = Math.min(limit, into.length);
@@ -36,8 +46,16 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
     let buf = into ?? (length !== null ? Buffer.allocUnsafe(length) : null);
     const pieces: Buffer[] = [];
     let got = 0;
+    const idle = setTimeout(() => {
+      reject(new RelayError('TIMEOUT', `no body bytes for ${bodyReads.idleMs / 1000} s (after ${got} bytes): connection closed`));
+      req.destroy();
+    }, bodyReads.idleMs);
+    idle.unref();
+    const done = () => clearTimeout(idle);
     req.on('data', (d: Buffer) => {
+      idle.refresh();
       if (got + d.length > (length ?? limit)) {
+        done();
         req.removeAllListeners('data');
         req.resume();
         reject(length !== null ? new RelayError('BAD_REQUEST', 'body longer than its Content-Length') : over());
@@ -48,13 +66,20 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
       got += d.length;
     });
     req.on('end', () => {
+      done();
       if (length !== null && got !== length) reject(new RelayError('BAD_REQUEST', `body ended after ${got} of ${length} bytes`));
       else if (buf) resolve(buf.length === got ? buf : buf.subarray(0, got));
       else resolve(Buffer.concat(pieces, got));
       buf = null;
     });
-    req.on('error', (e) => reject(new RelayError('BAD_REQUEST', `body could not be read: ${e.message}`)));
-    req.on('aborted', () => reject(new RelayError('BAD_REQUEST', 'client aborted the body')));
+    req.on('error', (e) => {
+      done();
+      reject(new RelayError('BAD_REQUEST', `body could not be read: ${e.message}`));
+    });
+    req.on('aborted', () => {
+      done();
+      reject(new RelayError('BAD_REQUEST', 'client aborted the body'));
+    });
   });
 }
 

@@ -17,6 +17,7 @@ import { CommandLog, Hub } from './commands.js';
 import { Dispatcher } from './dispatch.js';
 import { Limiter } from './limits.js';
 import { createMetrics } from './metrics.js';
+import { bodyReads } from './http.js';
 import { connectRedis } from './redis.js';
 import { Requests } from './requests.js';
 import { uploadLimit } from './routes/uploads.js';
@@ -131,8 +132,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   // Requests Node refuses before any route sees them (headers over the limit, broken HTTP)
   // still get an answer in the protocol's error format.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, cfg.maxHeaderBytes));
-  // Event streams are long-lived; Node's default request timeout would cut them.
+  // Event streams are long-lived; Node's default request timeout would cut them. A body that
+  // stops coming is given up by readBody instead.
   server.requestTimeout = 0;
+  bodyReads.idleMs = cfg.bodyIdleTimeoutS * 1000;
   server.headersTimeout = 60_000;
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {

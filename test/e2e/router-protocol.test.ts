@@ -2,7 +2,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type ClientRequest } from 'node:http';
 import { request } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdDecompress } from '../../src/protocol/codec.js';
@@ -15,7 +15,7 @@ let wire: WireConnector;
 before(async () => {
   s = await Stack.start({
     connector: false,
-    routerEnv: { RELAY_ACK_TIMEOUT_S: '1', RELAY_ATTEMPTS: '2', RELAY_BACKOFF_S: '0.1', RELAY_STREAM_WINDOW_CHUNKS: '4', RELAY_SYNC_LIMIT_BYTES: String(3 * CHUNK) },
+    routerEnv: { RELAY_ACK_TIMEOUT_S: '1', RELAY_ATTEMPTS: '2', RELAY_BACKOFF_S: '0.1', RELAY_STREAM_WINDOW_CHUNKS: '4', RELAY_SYNC_LIMIT_BYTES: String(3 * CHUNK), RELAY_BODY_IDLE_TIMEOUT_S: '1' },
   });
   wire = await new WireConnector(s.routerUrl, s.connectorToken).connect();
 });
@@ -183,23 +183,7 @@ describe('stream request', () => {
     const bodyP = res.body.arrayBuffer();
     bodyP.catch(() => undefined); // awaited at the end
     // The first copy: its head and half its body, then nothing.
-    const u = new URL(`${s.routerUrl}/v1/requests/${id}/stream/chunk/0`);
-    const first = httpRequest({
-      host: u.hostname,
-      port: u.port,
-      path: u.pathname,
-      method: 'POST',
-      headers: {
-        authorization: `Bearer ${s.connectorToken}`,
-        'content-type': 'application/octet-stream',
-        'content-length': String(a.length),
-        'x-relay-attempt': '1',
-        'x-relay-checksum': xxh64(a),
-        'x-relay-decoded-length': String(a.length),
-      },
-    });
-    first.on('error', () => undefined);
-    first.write(a.subarray(0, a.length / 2));
+    const first = halfSentChunk(id, 0, a);
     await sleep(300);
     // The second copy, whole; the first is cut while the second waits.
     const second = wire.chunk(id, 0, a);
@@ -211,6 +195,32 @@ describe('stream request', () => {
     const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 2, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
     assert.equal(done.status, 204);
     assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got both chunks');
+  });
+
+  // A peer that vanished without closing its connection (or a proxy that never closes its side)
+  // leaves a body that never ends: the router gives it up after RELAY_BODY_IDLE_TIMEOUT_S (1 s
+  // here), so the chunk's repeat is taken instead of waiting behind it until the deadline (the
+  // soak's 180 s TIMEOUT).
+  test('a chunk whose body stops coming is given up after the idle timeout, and its repeat is stored', { timeout: 20_000 }, async () => {
+    const a = randomBytes(64 * 1024);
+    const pending = client('stream', { connector: s.connectorId, dataset: 'stuck.bin' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: null, total_chunks: null });
+    const res = await pending;
+    const bodyP = res.body.arrayBuffer();
+    bodyP.catch(() => undefined); // awaited at the end
+    const stuck = halfSentChunk(id, 0, a);
+    const closed = new Promise<void>((r) => stuck.on('close', () => r()));
+    await sleep(200);
+    const started = performance.now();
+    assert.equal((await wire.chunk(id, 0, a)).status, 201, 'the repeat is stored once the stuck copy is given up');
+    await closed;
+    assert.ok(performance.now() - started < 2000, 'within the idle timeout, not the room wait');
+    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
+    assert.equal(done.status, 204);
+    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
   });
 
   test('a chunk far ahead of the window gets BACKPRESSURE with Retry-After', async () => {
@@ -287,6 +297,28 @@ describe('offload request', () => {
     assert.ok(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()).equals(data), 'and is still whole after both');
   });
 });
+
+/** A chunk upload that sends its head and half its body, then nothing (until destroyed). */
+function halfSentChunk(id: string, index: number, data: Buffer): ClientRequest {
+  const u = new URL(`${s.routerUrl}/v1/requests/${id}/stream/chunk/${index}`);
+  const req = httpRequest({
+    host: u.hostname,
+    port: u.port,
+    path: u.pathname,
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${s.connectorToken}`,
+      'content-type': 'application/octet-stream',
+      'content-length': String(data.length),
+      'x-relay-attempt': '1',
+      'x-relay-checksum': xxh64(data),
+      'x-relay-decoded-length': String(data.length),
+    },
+  });
+  req.on('error', () => undefined);
+  req.write(data.subarray(0, data.length / 2));
+  return req;
+}
 
 async function metricValue(series: string): Promise<number> {
   const text = await (await fetch(`${s.routerUrl}/metrics`)).text();
