@@ -81,3 +81,17 @@ test('stream window: a repeat of a chunk still being received waits for that cop
     await sink.complete({ chunks: 2, bytes: 6, checksum: xxh64(Buffer.from('c0;c1;')) });
   });
 });
+
+test('stream window: a complete repeated while the first waits for the window to drain gets the same outcome (neither hangs)', { timeout: 20_000 }, async () => {
+  const big = Buffer.alloc(8 * 1024 * 1024, 7);
+  const text = await withSink(4, async (sink) => {
+    assert.equal(sink.admit(0), 'ok');
+    // 8 MiB is more than the socket takes at once: the window is still draining when the
+    // completes come, so both wait.
+    sink.put({ index: 0, body: big, encoding: 'identity', decodedLength: big.length });
+    const meta = { chunks: 1, bytes: big.length, checksum: xxh64(big) };
+    const outcomes = await Promise.all([sink.complete(meta), sink.complete(meta)]);
+    assert.equal(outcomes.length, 2);
+  });
+  assert.equal(text.length, big.length);
+});
