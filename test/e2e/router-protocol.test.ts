@@ -174,14 +174,7 @@ describe('stream request', () => {
   test('a chunk sent again while its first copy is still being received is not lost when that copy fails', { timeout: 20_000 }, async () => {
     const a = randomBytes(64 * 1024);
     const b = randomBytes(1000);
-    const pending = client('stream', { connector: s.connectorId, dataset: 'twice.bin' });
-    const { data: cmd } = await wire.command();
-    const id = cmd.request_id;
-    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
-    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: null, total_chunks: null });
-    const res = await pending;
-    const bodyP = res.body.arrayBuffer();
-    bodyP.catch(() => undefined); // awaited at the end
+    const { id, body: bodyP } = await startedStream('twice.bin');
     // The first copy: its head and half its body, then nothing.
     const first = halfSentChunk(id, 0, a);
     await sleep(300);
@@ -203,14 +196,7 @@ describe('stream request', () => {
   // soak's 180 s TIMEOUT).
   test('a chunk whose body stops coming is given up after the idle timeout, and its repeat is stored', { timeout: 20_000 }, async () => {
     const a = randomBytes(64 * 1024);
-    const pending = client('stream', { connector: s.connectorId, dataset: 'stuck.bin' });
-    const { data: cmd } = await wire.command();
-    const id = cmd.request_id;
-    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
-    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: null, total_chunks: null });
-    const res = await pending;
-    const bodyP = res.body.arrayBuffer();
-    bodyP.catch(() => undefined); // awaited at the end
+    const { id, body: bodyP } = await startedStream('stuck.bin');
     const stuck = halfSentChunk(id, 0, a);
     const closed = new Promise<void>((r) => stuck.on('close', () => r()));
     await sleep(200);
@@ -297,6 +283,18 @@ describe('offload request', () => {
     assert.ok(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()).equals(data), 'and is still whole after both');
   });
 });
+
+/** A stream request taken, acked and started by the wire connector; the client's body, awaited by the caller. */
+async function startedStream(dataset: string): Promise<{ id: string; body: Promise<ArrayBuffer> }> {
+  const pending = client('stream', { connector: s.connectorId, dataset });
+  const { data: cmd } = await wire.command();
+  const id = cmd.request_id;
+  await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+  await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: null, total_chunks: null });
+  const body = (await pending).body.arrayBuffer();
+  body.catch(() => undefined); // a failure is seen where the caller awaits it
+  return { id, body };
+}
 
 /** A chunk upload that sends its head and half its body, then nothing (until destroyed). */
 function halfSentChunk(id: string, index: number, data: Buffer): ClientRequest {
