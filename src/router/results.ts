@@ -2,7 +2,7 @@
 // A sink lives on the router instance that holds the client's response; memory per request
 // is bounded: stream keeps a window of chunks (BACKPRESSURE past it), sync keeps at most the
 // sync limit (RESULT_TOO_LARGE past it).
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
 import { Xxh64Stream } from '../protocol/checksum.js';
 import { rawZstdFramePieces, type Encoding } from '../protocol/codec.js';
@@ -72,8 +72,11 @@ export abstract class Sink {
   abstract release(index: number): void;
   abstract put(chunk: SinkChunk): void;
   abstract complete(meta: CompleteMeta): Promise<void>;
-  /** admit(), after waiting up to ms for room when the sink has a window (stream). */
-  admitWithin(index: number, decodedLength: number, _ms: number): Promise<'ok' | 'delivered'> {
+  /**
+   * admit(), after waiting up to ms for room when the sink has a window (stream). `copy` is
+   * the upload asking: a stream sink may close it if a repeat finds it stuck.
+   */
+  admitWithin(index: number, decodedLength: number, _ms: number, _copy?: IncomingMessage): Promise<'ok' | 'delivered'> {
     return Promise.resolve(this.admit(index, decodedLength));
   }
 
@@ -101,11 +104,15 @@ export abstract class Sink {
   }
 }
 
+/** How long a copy of a chunk being received may read nothing before a repeat replaces it. */
+export const SUPERSEDE_IDLE_MS = 1000;
+
 export class StreamSink extends Sink {
   private next = 0;
   /** Chunks waiting for their turn: the buffers to write (a raw chunk's zstd framing references its body). */
   private readonly window = new Map<number, { bufs: Buffer[]; release?: () => void }>();
-  private readonly reserved = new Set<number>();
+  /** Chunks being received, each with its upload (null: the one-call /result). */
+  private readonly reserved = new Map<number, IncomingMessage | null>();
   private readonly hasher: Xxh64Stream | null;
   private bytesOut = 0;
   private pumping = false;
@@ -117,6 +124,8 @@ export class StreamSink extends Sink {
     private readonly windowChunks: number,
     private readonly zstdPassthrough: boolean,
     private readonly onBytes: (n: number) => void,
+    /** Told when a repeat closes a stuck copy of chunk `index` (for the log). */
+    private readonly onSupersede: (index: number, idleMs: number) => void = () => undefined,
   ) {
     super(requestId, 'stream', res);
     this.hasher = zstdPassthrough ? null : new Xxh64Stream();
@@ -140,11 +149,11 @@ export class StreamSink extends Sink {
    * fail, and a repeat answered as delivered would never be sent again. The repeat waits for
    * it (admitWithin) or is told to come back.
    */
-  admit(index: number): 'ok' | 'delivered' {
+  admit(index: number, _decodedLength?: number, copy: IncomingMessage | null = null): 'ok' | 'delivered' {
     if (this.delivered(index)) return 'delivered';
     if (this.reserved.has(index)) throw new RelayError('BACKPRESSURE', `chunk ${index} is being received on another connection`, { requestId: this.requestId, retryAfterMs: 200 });
     if (!this.hasRoom(index)) throw new RelayError('BACKPRESSURE', 'the client is reading slower than the connector sends', { requestId: this.requestId, retryAfterMs: 200 });
-    this.reserved.add(index);
+    this.reserved.set(index, copy);
     return 'ok';
   }
 
@@ -153,13 +162,33 @@ export class StreamSink extends Sink {
    * only the first to run takes it: the others go back to waiting for what is left of their
    * time, instead of all but one being answered BACKPRESSURE (a 200 ms pause each, for a
    * client that was merely a little behind).
+   *
+   * A repeat of a chunk being received means its sender gave that copy up. If the copy's
+   * connection then reads nothing for SUPERSEDE_IDLE_MS, it is closed and the repeat takes its
+   * place (its release wakes us), instead of waiting out the body idle timeout (30 s) behind
+   * a connection whose peer is gone. A copy still receiving bytes is left to finish.
    */
-  override async admitWithin(index: number, _decodedLength: number, ms: number): Promise<'ok' | 'delivered'> {
+  override async admitWithin(index: number, decodedLength: number, ms: number, copy?: IncomingMessage): Promise<'ok' | 'delivered'> {
     const deadline = performance.now() + ms;
+    // The copy this repeat waits behind, and since when its connection has read nothing.
+    let stall = undefined as { req: IncomingMessage; bytesRead: number; since: number } | undefined;
     for (;;) {
-      const left = deadline - performance.now();
-      if (this.ended || left <= 0 || this.delivered(index) || (!this.reserved.has(index) && this.hasRoom(index))) return this.admit(index);
-      await this.roomOrTimeout(left);
+      const now = performance.now();
+      const left = deadline - now;
+      if (this.ended || left <= 0 || this.delivered(index) || (!this.reserved.has(index) && this.hasRoom(index))) return this.admit(index, decodedLength, copy);
+      const first = this.reserved.get(index);
+      let wait = left;
+      if (first && !first.complete) {
+        const bytesRead = first.socket?.bytesRead ?? 0;
+        if (stall?.req !== first || stall.bytesRead !== bytesRead) stall = { req: first, bytesRead, since: now };
+        else if (now - stall.since >= SUPERSEDE_IDLE_MS) {
+          this.onSupersede(index, now - stall.since);
+          first.destroy();
+          stall.since = now; // its release follows in a tick or two
+        }
+        wait = Math.min(left, Math.max(1, stall.since + SUPERSEDE_IDLE_MS - now));
+      }
+      await this.roomOrTimeout(wait);
     }
   }
 

@@ -15,7 +15,7 @@ let wire: WireConnector;
 before(async () => {
   s = await Stack.start({
     connector: false,
-    routerEnv: { RELAY_ACK_TIMEOUT_S: '1', RELAY_ATTEMPTS: '2', RELAY_BACKOFF_S: '0.1', RELAY_STREAM_WINDOW_CHUNKS: '4', RELAY_SYNC_LIMIT_BYTES: String(3 * CHUNK), RELAY_BODY_IDLE_TIMEOUT_S: '1' },
+    routerEnv: { RELAY_ACK_TIMEOUT_S: '1', RELAY_ATTEMPTS: '2', RELAY_BACKOFF_S: '0.1', RELAY_STREAM_WINDOW_CHUNKS: '4', RELAY_SYNC_LIMIT_BYTES: String(3 * CHUNK), RELAY_BODY_IDLE_TIMEOUT_S: '3' },
   });
   wire = await new WireConnector(s.routerUrl, s.connectorToken).connect();
 });
@@ -191,19 +191,70 @@ describe('stream request', () => {
   });
 
   // A peer that vanished without closing its connection (or a proxy that never closes its side)
-  // leaves a body that never ends: the router gives it up after RELAY_BODY_IDLE_TIMEOUT_S (1 s
-  // here), so the chunk's repeat is taken instead of waiting behind it until the deadline (the
-  // soak's 180 s TIMEOUT).
-  test('a chunk whose body stops coming is given up after the idle timeout, and its repeat is stored', { timeout: 20_000 }, async () => {
+  // leaves a body that never ends: the router gives it up after RELAY_BODY_IDLE_TIMEOUT_S (3 s
+  // here) and closes the connection, so it holds no window place for good (the soak's 180 s
+  // TIMEOUT).
+  test('a chunk whose body stops coming is given up after the idle timeout', { timeout: 20_000 }, async () => {
     const a = randomBytes(64 * 1024);
     const { id, body: bodyP } = await startedStream('stuck.bin');
+    const started = performance.now();
+    const stuck = halfSentChunk(id, 0, a);
+    await new Promise<void>((r) => stuck.on('close', () => r()));
+    const waited = performance.now() - started;
+    assert.ok(waited > 2500 && waited < 5000, `closed after the 3 s idle timeout (${Math.round(waited)} ms)`);
+    assert.equal((await wire.chunk(id, 0, a)).status, 201, 'the chunk sent again is stored');
+    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
+    assert.equal(done.status, 204);
+    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
+  });
+
+  // A repeat means its sender gave the first copy up. A copy whose connection then reads
+  // nothing for a second is closed and the repeat takes its place, within the repeat's own wait
+  // for room (2 s); before, the repeat got BACKPRESSURE until the idle timeout closed the copy.
+  test('a repeat replaces a copy of its chunk that has stopped coming', { timeout: 20_000 }, async () => {
+    const a = randomBytes(64 * 1024);
+    const { id, body: bodyP } = await startedStream('superseded.bin');
     const stuck = halfSentChunk(id, 0, a);
     const closed = new Promise<void>((r) => stuck.on('close', () => r()));
     await sleep(200);
     const started = performance.now();
-    assert.equal((await wire.chunk(id, 0, a)).status, 201, 'the repeat is stored once the stuck copy is given up');
+    assert.equal((await wire.chunk(id, 0, a)).status, 201, 'the repeat is stored');
+    const waited = performance.now() - started;
+    assert.ok(waited > 900 && waited < 2000, `after a second without a byte, well before the 3 s idle timeout (${Math.round(waited)} ms)`);
     await closed;
-    assert.ok(performance.now() - started < 2000, 'within the idle timeout, not the room wait');
+    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
+    assert.equal(done.status, 204);
+    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
+  });
+
+  // ...but a copy whose bytes are still coming (a slow link) is left to finish: the repeat is
+  // told to come back, and the first copy is the one stored.
+  test('a repeat does not replace a copy of its chunk whose bytes are still coming', { timeout: 20_000 }, async () => {
+    const a = randomBytes(64 * 1024);
+    const { id, body: bodyP } = await startedStream('slow.bin');
+    const slow = halfSentChunk(id, 0, a);
+    const answer = new Promise<number>((resolve, reject) => {
+      slow.on('response', (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      slow.on('error', reject);
+    });
+    // The rest of the body, 1 KiB every 100 ms: never a second without a byte.
+    let off = a.length / 2;
+    const drip = setInterval(() => {
+      const next = Math.min(a.length, off + 1024);
+      if (next === a.length) {
+        clearInterval(drip);
+        slow.end(a.subarray(off, next));
+      } else slow.write(a.subarray(off, next));
+      off = next;
+    }, 100);
+    await sleep(200);
+    const repeat = await wire.chunk(id, 0, a);
+    assert.equal(repeat.status, 503, 'the repeat is told to come back');
+    assert.equal(((await repeat.json()) as { error: { code: string } }).error.code, 'BACKPRESSURE');
+    assert.equal(await answer, 201, 'the slow copy was left to finish and is the one stored');
     const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
     assert.equal(done.status, 204);
     assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');

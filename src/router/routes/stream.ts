@@ -84,7 +84,7 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     // Every body read or discarded leaves dead socket buffers behind (young-gc.ts).
     deps.youngGc.read(Number(req.headers['content-length']) || 0);
     try {
-      admitted = await sink.admitWithin(index, head.decodedLength, ROOM_WAIT_MS);
+      admitted = await sink.admitWithin(index, head.decodedLength, ROOM_WAIT_MS, req);
     } catch (err) {
       req.resume();
       if (err instanceof RelayError && err.code === 'BACKPRESSURE') {
