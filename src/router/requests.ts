@@ -93,15 +93,22 @@ return 'OK'`,
   relayGuard: new LuaScript(1, `${GUARD}
 return 'OK'`),
   // KEYS: req, chunks. ARGV: connector, attempt, now_ms, now_iso, 'upload', index, checksum, decoded_len
+  // A chunk is stored as <xxh64 as sent>:<decoded length>:<attempt>. The same chunk from a later
+  // attempt may be encoded otherwise (another zstd level, raw): a new attempt resumes after the
+  // contiguous chunks, so chunks stored out of order past them come again. Same decoded length
+  // from an earlier attempt is a duplicate; the result's checksum at complete covers its bytes.
+  // Other bytes within one attempt are a CONFLICT, as PROTOCOL.md §3.3 says.
   relayChunkPut: new LuaScript(
     2,
     `${GUARD}
 local prev = redis.call('HGET', KEYS[2], ARGV[6])
 if prev then
   if string.sub(prev, 1, 16) == ARGV[7] then return 'DUP' end
+  local len, by = string.match(prev, '^%x+:(%d+):?(%d*)$')
+  if by ~= nil and by ~= '' and tonumber(by) < tonumber(ARGV[2]) and len == ARGV[8] then return 'DUP' end
   return 'CONFLICT'
 end
-redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8])
+redis.call('HSET', KEYS[2], ARGV[6], ARGV[7] .. ':' .. ARGV[8] .. ':' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
 redis.call('HINCRBY', KEYS[1], 'recv_bytes', ARGV[8])
 redis.call('HINCRBY', KEYS[1], 'recv_chunks', 1)

@@ -102,6 +102,32 @@ describe('idempotent connector calls and stale attempts', () => {
     const res = await pending;
     assert.ok(Buffer.from(await res.body.arrayBuffer()).equals(data), 'byte-identical across attempts');
   });
+
+  // A new attempt resumes after the contiguous chunks, so a chunk stored out of order past them
+  // comes again, and our connector may encode it otherwise this time (zstd instead of raw, or
+  // another level): it is a duplicate, not a CONFLICT (the soak saw one fail the request).
+  test('a new attempt may send a chunk stored by an earlier one in another encoding; other bytes in one attempt are still a CONFLICT', async () => {
+    const data = Buffer.alloc(3 * CHUNK, 'id,name,amount\n1,widget,3.50\n');
+    const part = (i: number) => data.subarray(i * CHUNK, (i + 1) * CHUNK);
+    const pending = client('stream', { connector: s.connectorId, dataset: 'reencoded.csv' });
+    const { data: cmd } = await commandFor('reencoded.csv');
+    const id = cmd.request_id;
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'text/csv', total_bytes: data.length, total_chunks: 3 });
+    assert.equal((await wire.chunk(id, 0, part(0))).status, 201);
+    assert.equal((await wire.chunk(id, 2, part(2))).status, 201, 'chunk 2 before chunk 1, raw');
+    assert.equal((await wire.chunk(id, 2, part(2), { zstd: true })).status, 409, 'other bytes in the same attempt');
+    const again = await commandFor('reencoded.csv');
+    assert.equal(again.data.attempt, 2);
+    assert.equal(again.data.resume_from, 1, 'resumes after the contiguous chunks');
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 2 });
+    assert.equal((await wire.chunk(id, 1, part(1), { attempt: 2, zstd: true })).status, 201);
+    assert.equal((await wire.chunk(id, 2, part(2), { attempt: 2, zstd: true })).status, 200, 'chunk 2 again, compressed this time: already stored');
+    assert.equal((await wire.chunk(id, 2, part(1).subarray(1), { attempt: 2 })).status, 409, 'another length is not the same chunk');
+    assert.equal((await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 2, chunks: 3, bytes: data.length, checksum: xxh64(data) })).status, 204);
+    const res = await pending;
+    assert.ok(Buffer.from(await res.body.arrayBuffer()).equals(data), 'byte-identical across attempts');
+  });
 });
 
 describe('a client re-attaches with its Idempotency-Key', () => {
