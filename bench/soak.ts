@@ -9,6 +9,7 @@ import { createReadStream } from 'node:fs';
 import { appendFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -17,7 +18,7 @@ import { Xxh64Stream } from '../src/protocol/checksum.js';
 import { RelayError } from '../src/protocol/errors.js';
 import { generateSampleData } from '../src/cli/sample-data.js';
 import { FaultProxy, type Faults } from '../test/helpers/fault-proxy.js';
-import { REPO, Stack, sleep } from '../test/helpers/stack.js';
+import { REPO, Stack, sleep, type Proc } from '../test/helpers/stack.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -94,6 +95,21 @@ async function machine(): Promise<string> {
   return `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, loopback`;
 }
 
+/** Counts the warnings and errors a process logs (pino JSON: level 40 and up), by message. */
+function tallyWarnings(p: Proc, who: string, into: Map<string, number>): void {
+  for (const stream of [p.child.stdout!, p.child.stderr!]) {
+    createInterface({ input: stream }).on('line', (l) => {
+      if (!l.startsWith('{')) return;
+      try {
+        const { level, msg } = JSON.parse(l) as { level?: number; msg?: string };
+        if ((level ?? 0) >= 40 && msg) into.set(`${who}: ${msg}`, (into.get(`${who}: ${msg}`) ?? 0) + 1);
+      } catch {
+        // not a log line
+      }
+    });
+  }
+}
+
 async function main(): Promise<void> {
   const stack = await Stack.start({
     connector: false,
@@ -101,7 +117,11 @@ async function main(): Promise<void> {
   });
   const router = new URL(stack.routerUrl);
   const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
-  const startConnector = () => stack.startConnector({}, toRouter.url());
+  // What the processes logged as warnings: the recoveries behind the table (repeats replaced,
+  // bodies given up, retries), and anything unexpected.
+  const warnings = new Map<string, number>();
+  tallyWarnings(stack.router, 'router', warnings);
+  const startConnector = async () => tallyWarnings(await stack.startConnector({}, toRouter.url()), 'connector', warnings);
   const tallies = new Map<Mode, Tally>(MODES.map((m) => [m, { requested: 0, ok: 0, error: 0, lost: 0, corrupt: 0, bytes: 0, codes: new Map() }]));
   const faultLog = new Map<string, number>();
   try {
@@ -196,12 +216,13 @@ async function main(): Promise<void> {
     const line = (c: string[]) => `| ${c.map((x, i) => (i === 0 || i === 7 ? x.padEnd(widths[i]!) : x.padStart(widths[i]!))).join(' | ')} |`;
     const table = [line(head), `|${widths.map((w, i) => (i === 0 || i === 7 ? '-'.repeat(w + 2) : `${'-'.repeat(w + 1)}:`)).join('|')}|`, ...rows.map(line)].join('\n');
     const faults = [...faultLog].map(([n, c]) => `${n} ×${c}`).join(', ');
-    process.stdout.write(`\n${table}\n\nfaults injected: ${faults}\n`);
+    const logged = [...warnings].sort((a, b) => b[1] - a[1]).slice(0, 20).map(([m, c]) => `${m} ×${c}`).join('; ') || 'none';
+    process.stdout.write(`\n${table}\n\nfaults injected: ${faults}\nwarnings logged: ${logged}\n`);
     if (args.record) {
       const when = new Date().toISOString().slice(0, 10);
       await appendFile(
         join(REPO, 'bench/RESULTS.md'),
-        `\n## ${when} — soak, ${MINUTES} min\n\nMachine: ${await machine()}. ${CONCURRENCY} concurrent requests, random mode and dataset (0 B to 100 MB), faults on the connector's link to the router.\n\n${table}\n\nFaults injected: ${faults}.\n`,
+        `\n## ${when} — soak, ${MINUTES} min\n\nMachine: ${await machine()}. ${CONCURRENCY} concurrent requests, random mode and dataset (0 B to 100 MB), faults on the connector's link to the router.\n\n${table}\n\nFaults injected: ${faults}.\n\nWarnings logged: ${logged}.\n`,
       );
     }
     const bad = [...tallies.values()].reduce((n, t) => n + t.lost + t.corrupt, 0);
