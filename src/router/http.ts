@@ -19,10 +19,10 @@ export function sendError(res: ServerResponse, err: RelayError): void {
 
 /**
  * How long a body being read may go without a byte (RELAY_BODY_IDLE_TIMEOUT_S, set once by
- * server.ts). A peer that vanished without closing (a NAT that forgot the flow, a cut cable, a
- * proxy that never closes its side) would otherwise hold the route for good: the router takes
- * no request timeout (event streams live long). A stream chunk held that way kept its window
- * slot, and the repeat of that chunk waited behind it until the request's deadline.
+ * server.ts). A peer that vanished without closing (a NAT that forgot the flow, a cut cable)
+ * would otherwise hold the route for good: the router takes no request timeout (event streams
+ * live long). A stream chunk held that way keeps its window place (a repeat replaces it sooner:
+ * results.ts, SUPERSEDE_IDLE_MS).
  */
 export const bodyReads = { idleMs: 30_000 };
 
@@ -42,6 +42,11 @@ export function readBody(req: IncomingMessage, limit: number, tooLarge: ErrorCod
     req.resume();
     return Promise.reject(over());
   }
+  // A route may await (room in a stream window, a Redis call) before it reads the body. A
+  // connection closed meanwhile has already said 'aborted', and listeners added now would wait
+  // for events that never come: the upload held its chunk's place until the idle timeout (the
+  // soak's stream stalls; before the idle timeout, for good).
+  if (req.destroyed) return Promise.reject(new RelayError('BAD_REQUEST', 'the connection closed before the body was read'));
   return new Promise<Buffer>((resolve, reject) => {
     let buf = into ?? (length !== null ? Buffer.allocUnsafe(length) : null);
     const pieces: Buffer[] = [];

@@ -190,6 +190,29 @@ describe('stream request', () => {
     assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got both chunks');
   });
 
+  // A chunk that waits for room in the window may lose its connection while it waits. Once the
+  // room came, the route read the body of a request that had already said 'aborted': it waited
+  // for bytes that never came and held the chunk's place until the body idle timeout, so the
+  // chunk's repeat got BACKPRESSURE (the soak's stream stalls; before the idle timeout, for good).
+  test('a chunk whose connection closed while it waited for room does not hold its place', { timeout: 20_000 }, async () => {
+    const parts = Array.from({ length: 5 }, () => randomBytes(1000));
+    const { id, body: bodyP } = await startedStream('cut-while-waiting.bin');
+    for (const i of [1, 2, 3]) assert.equal((await wire.chunk(id, i, parts[i]!)).status, 201);
+    // Chunk 4 is past the window (4 chunks from chunk 0): it waits for room, then its link dies.
+    const waiting = halfSentChunk(id, 4, parts[4]!);
+    await sleep(300);
+    waiting.destroy();
+    await sleep(100);
+    assert.equal((await wire.chunk(id, 0, parts[0]!)).status, 201, 'chunk 0 makes room for chunk 4');
+    const started = performance.now();
+    assert.equal((await wire.chunk(id, 4, parts[4]!)).status, 201, 'the repeat of chunk 4 is stored');
+    assert.ok(performance.now() - started < 1000, `at once, not after the idle timeout (${Math.round(performance.now() - started)} ms)`);
+    const whole = Buffer.concat(parts);
+    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 5, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
+    assert.equal(done.status, 204);
+    assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got every chunk');
+  });
+
   // A peer that vanished without closing its connection (or a proxy that never closes its side)
   // leaves a body that never ends: the router gives it up after RELAY_BODY_IDLE_TIMEOUT_S (3 s
   // here) and closes the connection, so it holds no window place for good (the soak's 180 s
