@@ -45,8 +45,8 @@ export abstract class Sink {
   private resolveDone!: () => void;
   /** Resolves when the response has been fully handed to the client. */
   readonly done = new Promise<void>((r) => (this.resolveDone = r));
-  /** Set by the route: called once if the client goes away before the end. */
-  onClientGone: () => void = () => undefined;
+  private clientGone = false;
+  private onClientGone: () => void = () => undefined;
   /** The connector the request was sent to: only its uploads may reach this sink. */
   connector = '';
 
@@ -55,15 +55,26 @@ export abstract class Sink {
     readonly mode: Mode,
     protected readonly res: ServerResponse,
   ) {
-    res.on('close', () => {
+    const gone = () => {
       // writableFinished: the whole answer was handed over and 'close' merely came before the
       // sink's own end step; that client did not go away.
       if (!this.ended && !res.writableFinished) {
         this.ended = true;
+        this.clientGone = true;
         this.onClientGone();
         this.resolveDone();
       }
-    });
+    };
+    res.on('close', gone);
+    // The route awaited (auth, limits, Redis) before it made this sink: a client that went away
+    // meanwhile said 'close' already, and would otherwise have its result sent to nobody.
+    if (res.destroyed) gone();
+  }
+
+  /** Calls fn once if the client goes away before the end; at once if it already has. */
+  whenClientGone(fn: () => void): void {
+    this.onClientGone = fn;
+    if (this.clientGone) fn();
   }
 
   abstract get passthrough(): boolean;

@@ -95,3 +95,33 @@ test('stream window: a complete repeated while the first waits for the window to
   });
   assert.equal(text.length, big.length);
 });
+
+// The client route awaits (auth, limits, Redis) before it makes the sink; a client that went
+// away meanwhile had said 'close' already, and the sink waited for a 'close' that never came:
+// the command ran and its result went to nobody until the connector's uploads were refused.
+test('a sink made after its client went away ends at once and tells the route', async () => {
+  let resolveRes!: (res: ServerResponse) => void;
+  const gotRes = new Promise<ServerResponse>((r) => (resolveRes = r));
+  const server = createServer((req, res) => {
+    req.resume();
+    resolveRes(res);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const ac = new AbortController();
+    const answer = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, { signal: ac.signal }).catch(() => undefined);
+    const res = await gotRes;
+    const closed = new Promise((r) => res.on('close', r));
+    ac.abort();
+    await answer;
+    await closed;
+    const sink = new StreamSink('r_gone', res, 4, false, () => undefined);
+    let told = 0;
+    sink.whenClientGone(() => told++);
+    assert.equal(told, 1, 'the route is told the client has gone');
+    assert.ok(sink.isEnded, 'the sink takes no chunks');
+    await sink.done;
+  } finally {
+    server.close();
+  }
+});

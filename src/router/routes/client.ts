@@ -243,8 +243,12 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
       if (!now || now.isEnded) cancel();
     }, cfg.reattachGraceS * 1000).unref();
   };
-  if (sink) sink.onClientGone = gone;
-  else res.on('close', () => !res.writableEnded && gone());
+  if (sink) sink.whenClientGone(gone);
+  else {
+    res.on('close', () => !res.writableEnded && gone());
+    // Gone while the route awaited: its 'close' came before this listener.
+    if (res.destroyed && !res.writableEnded) gone();
+  }
 
   const stop = new AbortController();
   const end = deps.bus.waitFor(
