@@ -196,6 +196,9 @@ export class Hub {
 
   /** Serves one event stream on a raw Node response until it closes. */
   async open(connector: string, res: ServerResponse, opts: { lastEventId: string | null; version: string | null; concurrency: number | null }): Promise<void> {
+    // Closed while the route awaited (auth): its 'close' has come and gone, so a session opened
+    // now would never be cleaned up, pinging a dead socket and keeping the connector "online".
+    if (res.destroyed) return;
     const old = this.sessions.get(connector);
     if (old) this.close(old, 'replaced by a newer stream');
     const s: Session = { id: `s_${nanoid(12)}`, connector, res, backlog: [], echo: new Set(), sent: new Set(), timers: [], closed: false };

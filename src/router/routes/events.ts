@@ -13,7 +13,8 @@ export function eventRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const version = c.req.query('version')?.slice(0, 64) ?? null;
     const lastEventId = c.req.header('last-event-id')?.slice(0, 64) ?? null;
     const res = c.env.outgoing;
-    const closed = new Promise<void>((r) => res.on('close', r));
+    // Already closed while auth was awaited: 'close' will not come again.
+    const closed = res.destroyed ? Promise.resolve() : new Promise<void>((r) => res.on('close', r));
     const unpin = deps.auth.pinStream(c.req.header('authorization'), p);
     try {
       await deps.hub.open(p.id, res, { lastEventId, version, concurrency: Number.isSafeInteger(concurrency) && concurrency > 0 ? concurrency : null });
