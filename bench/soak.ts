@@ -1,13 +1,13 @@
 // `npm run soak -- --minutes N [--concurrency C] [--record]`: mixed requests (all three modes,
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
-// connector and the router (and in front of the object store) cuts event streams, answers 502,
-// corrupts and resets uploads, adds latency and squeezes bandwidth, and the connector is
-// killed now and then. Every request must end byte-identical or with an explicit protocol
+// connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
+// latency and squeezes bandwidth, and the connector and the router are killed now and then
+// (the object store is a process of its own). Every request must end byte-identical or with an explicit protocol
 // error: one line per mode says requested / byte-identical / explicit error / lost / corrupt.
 // Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
-import { appendFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { appendFile, mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -19,6 +19,7 @@ import { RelayError } from '../src/protocol/errors.js';
 import { generateSampleData } from '../src/cli/sample-data.js';
 import { FaultProxy, type Faults } from '../test/helpers/fault-proxy.js';
 import { REPO, Stack, sleep, type Proc } from '../test/helpers/stack.js';
+import { startHelper } from './lib/children.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -80,7 +81,7 @@ function pick<T>(items: [T, number][]): T {
   return items[0]![0];
 }
 
-const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector', number][] = [
+const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router', number][] = [
   ['event streams cut', 'cut', 3],
   ['5 % uploads answered 502', { http502Rate: 0.05 }, 3],
   ['5 % uploads corrupted', { corruptRate: 0.05 }, 3],
@@ -89,11 +90,17 @@ const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector', number][] = [
   ['latency 40 ms each way', { latencyMs: 40 }, 2],
   ['bandwidth 30 MB/s', { bandwidthBytesPerSec: 30e6 }, 2],
   ['connector killed (SIGKILL) and restarted', 'kill-connector', 1],
+  // Clients re-attach with their Idempotency-Key; the store is a process of its own, as in
+  // production (the router's embedded dev store would die with it).
+  ['router killed (SIGKILL) and restarted', 'kill-router', 8],
 ];
 
 async function machine(): Promise<string> {
   return `${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, loopback`;
 }
+
+/** Errors logged, a few whole lines of each message: printed at the end, to say what they were. */
+const errorSamples = new Map<string, string[]>();
 
 /** Counts the warnings and errors a process logs (pino JSON: level 40 and up), by message. */
 function tallyWarnings(p: Proc, who: string, into: Map<string, number>): void {
@@ -102,7 +109,11 @@ function tallyWarnings(p: Proc, who: string, into: Map<string, number>): void {
       if (!l.startsWith('{')) return;
       try {
         const { level, msg } = JSON.parse(l) as { level?: number; msg?: string };
-        if ((level ?? 0) >= 40 && msg) into.set(`${who}: ${msg}`, (into.get(`${who}: ${msg}`) ?? 0) + 1);
+        if ((level ?? 0) < 40 || !msg) return;
+        const key = `${who}: ${msg}`;
+        into.set(key, (into.get(key) ?? 0) + 1);
+        const samples = errorSamples.get(key) ?? [];
+        if ((level ?? 0) >= 50 && samples.length < 3) errorSamples.set(key, [...samples, l.slice(0, 2000)]);
       } catch {
         // not a log line
       }
@@ -111,9 +122,19 @@ function tallyWarnings(p: Proc, who: string, into: Map<string, number>): void {
 }
 
 async function main(): Promise<void> {
+  const s3Dir = await mkdtemp(join(tmpdir(), 'relay-soak-s3-'));
+  const s3 = await startHelper<{ endpoint: string }>('s3', { dir: s3Dir, bucket: 'relay-results' });
   const stack = await Stack.start({
     connector: false,
-    routerEnv: { RELAY_PROGRESS_TIMEOUT_S: '10', RELAY_ACK_TIMEOUT_S: '5', RELAY_BACKOFF_S: '0.5', RELAY_ATTEMPTS: '6' },
+    routerEnv: {
+      RELAY_PROGRESS_TIMEOUT_S: '10',
+      RELAY_ACK_TIMEOUT_S: '5',
+      RELAY_BACKOFF_S: '0.5',
+      RELAY_ATTEMPTS: '6',
+      RELAY_S3_ENDPOINT: s3.info.endpoint,
+      RELAY_S3_ACCESS_KEY: 'S3RVER',
+      RELAY_S3_SECRET_KEY: 'S3RVER',
+    },
   });
   const router = new URL(stack.routerUrl);
   const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
@@ -156,6 +177,9 @@ async function main(): Promise<void> {
         else if (fault === 'kill-connector') {
           await stack.killConnector('SIGKILL');
           await startConnector();
+        } else if (fault === 'kill-router') {
+          await stack.restartRouter('SIGKILL');
+          tallyWarnings(stack.router, 'router', warnings);
         } else {
           // Corruption only where the protocol carries a checksum (binary uploads); a corrupted
           // JSON control call is answered 400 and fails its request (explicitly).
@@ -218,6 +242,7 @@ async function main(): Promise<void> {
     const faults = [...faultLog].map(([n, c]) => `${n} ×${c}`).join(', ');
     const logged = [...warnings].sort((a, b) => b[1] - a[1]).slice(0, 20).map(([m, c]) => `${m} ×${c}`).join('; ') || 'none';
     process.stdout.write(`\n${table}\n\nfaults injected: ${faults}\nwarnings logged: ${logged}\n`);
+    for (const [key, lines] of errorSamples) process.stderr.write(`soak: logged as an error, ${key}:\n${lines.map((l) => `  ${l}`).join('\n')}\n`);
     if (args.record) {
       const when = new Date().toISOString().slice(0, 10);
       await appendFile(
@@ -231,6 +256,8 @@ async function main(): Promise<void> {
     await closeHttp();
     await stack.stop();
     await toRouter.close();
+    await s3.stop();
+    await rm(s3Dir, { recursive: true, force: true });
   }
 }
 

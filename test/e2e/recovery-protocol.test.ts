@@ -3,9 +3,10 @@
 // with its Idempotency-Key.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
+import { keys } from '../../src/router/redis.js';
 import { Stack, CHUNK } from '../helpers/stack.js';
 import { WireConnector } from '../helpers/wire.js';
 
@@ -161,6 +162,30 @@ describe('a client re-attaches with its Idempotency-Key', () => {
     const res2 = await second;
     assert.equal(res2.headers['x-relay-request-id'], id, 'the same request');
     assert.ok(Buffer.from(await res2.body.arrayBuffer()).equals(data));
+  });
+
+  // The router stores the key before the request's record (an offload's record needs its
+  // multipart upload first). A router killed in between leaves a key naming nothing: the
+  // client's retry with the same key got GONE "expired" (the soak's router kills).
+  test('a key naming a request that was never stored is taken over after a short wait, by a new request', { timeout: 30_000 }, async () => {
+    const key = `unstored-${Date.now()}`;
+    const idemKey = keys.idempotency(s.tenant, createHash('sha256').update(key).digest('hex'));
+    await s.redis.set(idemKey, 'r_neverstored0000000', 'EX', 600);
+    const started = performance.now();
+    const pending = client('stream', { connector: s.connectorId, dataset: 'unstored.bin' }, { 'idempotency-key': key });
+    const { data: cmd } = await commandFor('unstored.bin', 15_000);
+    const waited = performance.now() - started;
+    assert.notEqual(cmd.request_id, 'r_neverstored0000000', 'a new request');
+    assert.ok(waited > 4000, `after waiting for the record that never came (${Math.round(waited)} ms)`);
+    assert.equal(await s.redis.get(idemKey), cmd.request_id, 'the key names the new request now');
+    const data = randomBytes(1000);
+    await wire.post(`/v1/requests/${cmd.request_id}/ack`, { attempt: 1 });
+    await wire.post(`/v1/requests/${cmd.request_id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream', total_bytes: data.length, total_chunks: 1 });
+    assert.equal((await wire.chunk(cmd.request_id, 0, data)).status, 201);
+    assert.equal((await wire.post(`/v1/requests/${cmd.request_id}/stream/complete`, { attempt: 1, chunks: 1, bytes: data.length, checksum: xxh64(data) })).status, 204);
+    const res = await pending;
+    assert.equal(res.statusCode, 200);
+    assert.ok(Buffer.from(await res.body.arrayBuffer()).equals(data));
   });
 
   test('a client that does not come back within the grace period has its request cancelled', async () => {

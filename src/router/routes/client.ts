@@ -5,6 +5,7 @@ import type { Hono } from 'hono';
 import { RelayError, toRelayError } from '../../protocol/errors.js';
 import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
 import { sha256 } from '../auth.js';
+import { LuaScript } from '../lua.js';
 import { keys } from '../redis.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson, sendError } from '../http.js';
@@ -53,6 +54,38 @@ export async function cancelRequest(deps: RouterDeps, rec: RequestRecord, reason
 }
 
 const IDEMPOTENCY_TTL_S = 86_400;
+/** How long a repeat waits for the record of the request its key names (see keyOwner). */
+const UNSTORED_WAIT_MS = 5000;
+// KEYS: an Idempotency-Key. ARGV: the request id it should name now, the id it names, ttl_s.
+const TAKE_OVER_KEY = new LuaScript(1, `if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1`);
+
+/**
+ * The request an Idempotency-Key names, or null once it names `id` (a new request). The key is
+ * set before the request's record is (an offload's record needs its multipart upload first), so
+ * a repeat may find the key before the record, or with no record ever coming if the router
+ * stopped in between (the soak's router kills: the retry got GONE "expired"). The repeat waits a
+ * little for the record, then takes the key over. The key never outlives its record (its TTL is
+ * at most the record's), so a key without a record is never an expired request.
+ */
+async function keyOwner(deps: RouterDeps, key: string, id: string): Promise<string | null> {
+  const ttl = Math.min(IDEMPOTENCY_TTL_S, deps.cfg.requestTtlS);
+  for (;;) {
+    if ((await deps.redis.set(key, id, 'EX', ttl, 'NX')) === 'OK') return null;
+    const existing = await deps.redis.get(key);
+    if (existing === null) continue; // expired in between: try again
+    for (const until = Date.now() + UNSTORED_WAIT_MS; ; ) {
+      if ((await deps.redis.exists(keys.request(existing))) === 1) return existing;
+      if (Date.now() >= until) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if ((await TAKE_OVER_KEY.run<number>(deps.redis, key, id, existing, ttl)) === 1) {
+      deps.log.warn({ request: id, unstored: existing }, 'the Idempotency-Key named a request that was never stored (its router stopped first): a new request');
+      return null;
+    }
+  }
+}
 
 function idempotencyKey(req: IncomingMessage): string | null {
   const v = req.headers[HEADERS.idempotencyKey];
@@ -125,7 +158,7 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   const idemKey = idempotencyKey(req);
   if (idemKey) {
     const key = keys.idempotency(p.tenant, sha256(idemKey));
-    const existing = (await deps.redis.set(key, id, 'EX', IDEMPOTENCY_TTL_S, 'NX')) === 'OK' ? null : await deps.redis.get(key);
+    const existing = await keyOwner(deps, key, id);
     if (existing) {
       if (mode !== 'offload' && (await reattach(deps, req, res, existing, mode))) return;
       await answerExisting(deps, res, existing, mode);
