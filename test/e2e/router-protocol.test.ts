@@ -322,6 +322,32 @@ describe('offload request', () => {
     assert.deepEqual(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()), data);
   });
 
+  // A router killed while the store completed the upload: the store finished it, but nobody
+  // recorded it. The connector's complete, repeated to the restarted router, completes it again:
+  // S3 and MinIO answer NoSuchUpload, s3rver 500, and the request failed (the soak's router
+  // kills). The object under the request's own key can only come from that complete.
+  test('a complete whose upload the store already completed (for a call that got no answer) is taken as done', async () => {
+    const answer = client('offload', { connector: s.connectorId, dataset: 'completed-before.bin' });
+    const { data: cmd } = await wire.command();
+    const id = cmd.request_id;
+    const url = new URL((cmd as unknown as { offload: { urls: Record<string, string> } }).offload.urls['1']!);
+    await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 });
+    const data = randomBytes(10_000);
+    const put = await fetch(url, { method: 'PUT', body: new Uint8Array(data) });
+    const etag = put.headers.get('etag')!;
+    // The complete of the call that got no answer, straight to the store.
+    const direct = await fetch(`${url.origin}${url.pathname}?uploadId=${encodeURIComponent(url.searchParams.get('uploadId')!)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/xml' },
+      body: `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${etag}</ETag></Part></CompleteMultipartUpload>`,
+    });
+    assert.equal(direct.status, 200, await direct.text());
+    const done = await wire.post(`/v1/requests/${id}/offload/complete`, { attempt: 1, parts: [{ part: 1, etag }], bytes: data.length, checksum: xxh64(data), content_encoding: 'identity' });
+    assert.equal(done.status, 204, await done.text());
+    const body = (await (await answer).body.json()) as { download_url: string; bytes: number };
+    assert.deepEqual(Buffer.from(await (await fetch(body.download_url)).arrayBuffer()), data);
+  });
+
   // A connector whose complete got no answer (a reset, a timeout) sends it again, possibly while
   // the first is still being completed by the store. Completing the upload twice at once made
   // s3rver write the object twice over: the client, answered after the first, downloaded it

@@ -56,9 +56,14 @@ export function offloadRoutes(app: Hono<Env>, deps: RouterDeps): void {
       size = await storage.completeMultipart(off.key, off.uploadId, parts);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      // Completed by a call whose router died before recording it: the object is there.
-      const stored = code === 'NoSuchUpload' ? await storage.storedSize(off.key) : null;
-      if (stored !== null) size = stored;
+      // Completed by a call whose router died before recording it: the object is there (the
+      // key is this request's own, and only a complete makes an object of it). S3 and MinIO
+      // answer such a repeat NoSuchUpload; s3rver answers 500.
+      const stored = await storage.storedSize(off.key).catch(() => null);
+      if (stored !== null) {
+        size = stored;
+        if (code !== 'NoSuchUpload') deps.log.warn({ request: id, err: (err as Error).message }, 'the object store failed a complete whose object is already there: taken as completed');
+      }
       else if (code === 'InvalidPart' || code === 'InvalidPartOrder' || code === 'NoSuchUpload' || code === 'EntityTooSmall') {
         throw new RelayError('CONFLICT', `the object store refused to complete the upload: ${code}: ${(err as Error).message}`, { requestId: id });
       } else throw err;
