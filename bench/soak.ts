@@ -2,9 +2,9 @@
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
 // latency and squeezes bandwidth, and the connector and the router are killed now and then
-// (the object store is a process of its own). Every request must end byte-identical or with an explicit protocol
-// error: one line per mode says requested / byte-identical / explicit error / lost / corrupt.
-// Exits 1 when anything was lost or corrupt.
+// (the object store is a process of its own). Every request must end byte-identical or with
+// an explicit protocol error: one line per mode says requested / byte-identical / explicit
+// error / lost / corrupt. Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -138,8 +138,8 @@ async function main(): Promise<void> {
   });
   const router = new URL(stack.routerUrl);
   const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
-  // What the processes logged as warnings: the recoveries behind the table (repeats replaced,
-  // bodies given up, retries), and anything unexpected.
+  // What the processes logged as warnings: the recoveries behind the table (a stalled chunk
+  // replaced, an unstored key taken over, a complete found done), and anything unexpected.
   const warnings = new Map<string, number>();
   tallyWarnings(stack.router, 'router', warnings);
   const startConnector = async () => tallyWarnings(await stack.startConnector({}, toRouter.url()), 'connector', warnings);

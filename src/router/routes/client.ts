@@ -210,8 +210,7 @@ function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id
   if (mode === 'stream') {
     const onSupersede = (chunk: number, idleMs: number) => deps.log.warn({ request: id, chunk, idle_ms: Math.round(idleMs) }, 'a repeat replaced a copy of the chunk that had stopped coming');
     sink = new StreamSink(id, res, cfg.streamWindowChunks, /\bzstd\b/.test(String(req.headers['accept-encoding'] ?? '')), onBytes, onSupersede);
-  }
-  else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
+  } else if (mode === 'sync') sink = new SyncSink(id, res, cfg.syncLimitBytes, /application\/json/.test(req.headers['accept'] ?? ''), onBytes, deps.spill);
   if (sink) {
     sink.connector = connector;
     deps.sinks.add(sink);
