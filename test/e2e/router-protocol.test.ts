@@ -185,9 +185,7 @@ describe('stream request', () => {
     assert.equal((await second).status, 201, 'the second copy is the one stored');
     assert.equal((await wire.chunk(id, 1, b)).status, 201);
     const whole = Buffer.concat([a, b]);
-    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 2, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
-    assert.equal(done.status, 204);
-    assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got both chunks');
+    await completeStarted(id, bodyP, whole, 2, 'the client got both chunks');
   });
 
   // A chunk that waits for room in the window may lose its connection while it waits. Once the
@@ -208,9 +206,7 @@ describe('stream request', () => {
     assert.equal((await wire.chunk(id, 4, parts[4]!)).status, 201, 'the repeat of chunk 4 is stored');
     assert.ok(performance.now() - started < 1000, `at once, not after the idle timeout (${Math.round(performance.now() - started)} ms)`);
     const whole = Buffer.concat(parts);
-    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 5, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
-    assert.equal(done.status, 204);
-    assert.ok(Buffer.from(await bodyP).equals(whole), 'the client got every chunk');
+    await completeStarted(id, bodyP, whole, 5, 'the client got every chunk');
   });
 
   // A peer that vanished without closing its connection (or a proxy that never closes its side)
@@ -226,9 +222,7 @@ describe('stream request', () => {
     const waited = performance.now() - started;
     assert.ok(waited > 2500 && waited < 5000, `closed after the 3 s idle timeout (${Math.round(waited)} ms)`);
     assert.equal((await wire.chunk(id, 0, a)).status, 201, 'the chunk sent again is stored');
-    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
-    assert.equal(done.status, 204);
-    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
+    await completeStarted(id, bodyP, a, 1, 'the client got the chunk');
   });
 
   // A repeat means its sender gave the first copy up. A copy whose connection then reads
@@ -245,9 +239,7 @@ describe('stream request', () => {
     const waited = performance.now() - started;
     assert.ok(waited > 900 && waited < 2000, `after a second without a byte, well before the 3 s idle timeout (${Math.round(waited)} ms)`);
     await closed;
-    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
-    assert.equal(done.status, 204);
-    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
+    await completeStarted(id, bodyP, a, 1, 'the client got the chunk');
   });
 
   // ...but a copy whose bytes are still coming (a slow link) is left to finish: the repeat is
@@ -278,9 +270,7 @@ describe('stream request', () => {
     assert.equal(repeat.status, 503, 'the repeat is told to come back');
     assert.equal(((await repeat.json()) as { error: { code: string } }).error.code, 'BACKPRESSURE');
     assert.equal(await answer, 201, 'the slow copy was left to finish and is the one stored');
-    const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 1, bytes: a.length, checksum: xxh64(a) }, AbortSignal.timeout(5000));
-    assert.equal(done.status, 204);
-    assert.ok(Buffer.from(await bodyP).equals(a), 'the client got the chunk');
+    await completeStarted(id, bodyP, a, 1, 'the client got the chunk');
   });
 
   test('a chunk far ahead of the window gets BACKPRESSURE with Retry-After', async () => {
@@ -394,6 +384,13 @@ async function startedStream(dataset: string): Promise<{ id: string; body: Promi
   const body = (await pending).body.arrayBuffer();
   body.catch(() => undefined); // a failure is seen where the caller awaits it
   return { id, body };
+}
+
+/** Completes a stream from startedStream (attempt 1, `chunks` chunks): 204, and the client got `whole`. */
+async function completeStarted(id: string, body: Promise<ArrayBuffer>, whole: Buffer, chunks: number, what: string): Promise<void> {
+  const done = await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks, bytes: whole.length, checksum: xxh64(whole) }, AbortSignal.timeout(5000));
+  assert.equal(done.status, 204);
+  assert.ok(Buffer.from(await body).equals(whole), what);
 }
 
 /** A chunk upload that sends its head and half its body, then nothing (until destroyed). */

@@ -2,13 +2,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/log.js';
 import { Bus } from '../../src/router/bus.js';
 import { CommandLog, Hub } from '../../src/router/commands.js';
 import { createMetrics } from '../../src/router/metrics.js';
 import { connectRedis, keys, type Redis } from '../../src/router/redis.js';
+import { closedResponse } from '../helpers/responses.js';
 import { REDIS_URL } from '../helpers/stack.js';
 
 let redis: Redis;
@@ -27,22 +26,6 @@ after(async () => {
   hub.closeAll();
   await Promise.all([redis.quit(), sub.quit()]);
 });
-
-/** A response whose client has already gone, as a route sees it after an await. */
-async function closedResponse(): Promise<{ res: ServerResponse; stop: () => void }> {
-  let resolveRes!: (res: ServerResponse) => void;
-  const gotRes = new Promise<ServerResponse>((r) => (resolveRes = r));
-  const server = createServer((_req, res) => resolveRes(res));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const ac = new AbortController();
-  const answer = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, { signal: ac.signal }).catch(() => undefined);
-  const res = await gotRes;
-  const closed = new Promise((r) => res.on('close', r));
-  ac.abort();
-  await answer;
-  await closed;
-  return { res, stop: () => server.close() };
-}
 
 // The events route awaits auth before it opens the stream. A connection closed meanwhile had
 // said 'close' already: the session stayed for good, pinging a dead socket, and the connector

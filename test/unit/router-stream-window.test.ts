@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { StreamSink } from '../../src/router/results.js';
 import { RelayError } from '../../src/protocol/errors.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
+import { closedResponse } from '../helpers/responses.js';
 
 /** A StreamSink writing to a real response that a local client reads as fast as it can. */
 async function withSink(windowChunks: number, fn: (sink: StreamSink) => Promise<void>): Promise<string> {
@@ -100,21 +101,8 @@ test('stream window: a complete repeated while the first waits for the window to
 // away meanwhile had said 'close' already, and the sink waited for a 'close' that never came:
 // the command ran and its result went to nobody until the connector's uploads were refused.
 test('a sink made after its client went away ends at once and tells the route', async () => {
-  let resolveRes!: (res: ServerResponse) => void;
-  const gotRes = new Promise<ServerResponse>((r) => (resolveRes = r));
-  const server = createServer((req, res) => {
-    req.resume();
-    resolveRes(res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { res, stop } = await closedResponse();
   try {
-    const ac = new AbortController();
-    const answer = fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`, { signal: ac.signal }).catch(() => undefined);
-    const res = await gotRes;
-    const closed = new Promise((r) => res.on('close', r));
-    ac.abort();
-    await answer;
-    await closed;
     const sink = new StreamSink('r_gone', res, 4, false, () => undefined);
     let told = 0;
     sink.whenClientGone(() => told++);
@@ -122,6 +110,6 @@ test('a sink made after its client went away ends at once and tells the route', 
     assert.ok(sink.isEnded, 'the sink takes no chunks');
     await sink.done;
   } finally {
-    server.close();
+    stop();
   }
 });
