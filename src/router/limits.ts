@@ -4,6 +4,11 @@
 // sorted sets (score = expiry): this instance renews its own every lease/3, releases them on
 // every ending, and a crashed instance's slots come back when their leases lapse.
 //
+// A slot names its request: a repeat of a request (same Idempotency-Key) takes over that
+// request's slot instead of taking a second one. Without that, each router that stopped while
+// holding a request left its slot until the lease lapsed, and its clients' re-attaches took new
+// ones: with a router killed every ~17 s the soak's 10 offload slots filled up (RATE_LIMITED).
+//
 // Fairness: a tenant that was refused recently is "waiting". While another tenant waits, a
 // tenant may take a free slot only below its fair share (limit / tenants holding or waiting),
 // so a tenant flooding requests cannot keep every slot as they free up.
@@ -25,8 +30,11 @@ export interface LimitsConfig {
 }
 
 // KEYS: class slots, class waiting tenants, connector slots.
-// ARGV: tenant, lease id, class limit, connector limit, lease ms, waiting ms.
-// Members of the class set are "<tenant>|<lease>" (neither contains '|').
+// ARGV: tenant, lease, class limit, connector limit, lease ms, waiting ms, request to take over
+// (or ''). A lease is "<request id>|<token>"; members of the class set are "<tenant>|<lease>"
+// (none of tenant, request id and token contains '|'). Taking over removes the request's other
+// slots first (put back if this one is refused); it reads every slot of the class and of the
+// connector, and only a repeat does it.
 // Returns {'OK', slots held in the class now}, or {reason, slots held, the tenant's slots, its
 // fair share}. The last two are counted only while another tenant waits (else 0): that count
 // reads every slot of the class, and at 100 requests at a time it made this the costliest
@@ -36,9 +44,24 @@ const ACQUIRE = new LuaScript(
   `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local tenant, lease = ARGV[1], ARGV[2]
+local tenant, lease, take = ARGV[1], ARGV[2], ARGV[7]
 local limit, connLimit, ttl, waitMs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+local taken = {}
+if take ~= '' then
+  local prefix = take .. '|'
+  for _, k in ipairs({1, 3}) do
+    local members = redis.call('ZRANGE', KEYS[k], 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      local m = members[i]
+      local l = k == 1 and string.match(m, '^[^|]*|(.*)$') or m
+      if l and string.sub(l, 1, #prefix) == prefix then
+        taken[#taken + 1] = {k, members[i + 1], m}
+        redis.call('ZREM', KEYS[k], m)
+      end
+    end
+  end
+end
 local total = redis.call('ZCARD', KEYS[1])
 local mine, share = 0, 0
 local reason
@@ -65,6 +88,7 @@ else
   if not reason and redis.call('ZCARD', KEYS[3]) >= connLimit then reason = 'CONNECTOR' end
 end
 if reason then
+  for _, x in ipairs(taken) do redis.call('ZADD', KEYS[x[1]], x[2], x[3]) end
   if reason ~= 'CONNECTOR' then
     redis.call('ZADD', KEYS[2], now + waitMs, tenant)
     redis.call('PEXPIRE', KEYS[2], waitMs * 2)
@@ -126,9 +150,14 @@ export class Limiter {
     this.timer.unref();
   }
 
-  /** Takes a slot for a request of `tenant` on `connector`, or throws RATE_LIMITED. */
-  async acquire(mode: Mode, tenant: string, connector: string): Promise<Slot> {
-    const lease = nanoid(12); // pooled random bytes, as request ids (requests.ts)
+  /**
+   * Takes a slot for request `requestId` of `tenant` on `connector`, or throws RATE_LIMITED.
+   * With `takeOver` (a repeat of that request), the request's other slots are given up for it.
+   */
+  async acquire(mode: Mode, tenant: string, connector: string, requestId: string, takeOver = false): Promise<Slot> {
+    // The token tells this answer's slot from an earlier answer's to the same request, whose
+    // release must not remove this one. nanoid: pooled random bytes, as request ids.
+    const lease = `${requestId}|${nanoid(8)}`;
     const leaseMs = Math.round(this.cfg.leaseS * 1000);
     const retryAfterMs = Math.round(this.cfg.retryAfterMs * (1 + Math.random() * 0.5));
     const [verdict, total, mine, share] = await ACQUIRE.run<[string, number, number?, number?]>(
@@ -142,6 +171,7 @@ export class Limiter {
       this.cfg.perConnector,
       leaseMs,
       Math.max(5000, 3 * retryAfterMs),
+      takeOver ? requestId : '',
     );
     if (verdict !== 'OK') {
       this.onLimited(mode, verdict.toLowerCase());

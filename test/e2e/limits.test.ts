@@ -44,11 +44,15 @@ interface Ask {
   abort(): void;
 }
 
-function ask(mode: string, key: string, connector: string, opts: { url?: string; timeoutS?: number } = {}): Ask {
+function ask(mode: string, key: string, connector: string, opts: { url?: string; timeoutS?: number; idempotencyKey?: string } = {}): Ask {
   const ctrl = new AbortController();
   const res = request(`${opts.url ?? s.routerUrl}/v1/datasets/request-${mode}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    headers: {
+      authorization: `Bearer ${key}`,
+      'content-type': 'application/json',
+      ...(opts.idempotencyKey ? { 'idempotency-key': opts.idempotencyKey } : {}),
+    },
     body: JSON.stringify({ connector, dataset: 'd.csv', timeout_s: opts.timeoutS ?? 60 }),
     signal: ctrl.signal,
   }).then(async (r) => ({ status: r.statusCode, headers: r.headers, text: await r.body.text() }));
@@ -73,6 +77,26 @@ async function limited(a: Ask): Promise<{ retryAfter: number; retryAfterMs: numb
 // Live leases only: a lapsed one (score = expiry in the past) is free, whether or not an
 // acquire has pruned it yet (the key itself expires later, at twice the lease time).
 const held = async (mode = 'sync') => s.redis.zcount(keys.limitClass(mode), Date.now(), '+inf');
+
+/** A second router instance on the same Redis; returns it and its URL. */
+async function secondRouter(env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> {
+  const proc = run(['router'], { RELAY_PORT: '0', RELAY_HOST: '127.0.0.1', RELAY_REDIS_URL: REDIS_URL, RELAY_S3_DIR: join(s.dir, 's3-second'), RELAY_ADMIN_TOKEN: s.adminToken, ...routerEnv, ...env });
+  const end = Date.now() + 20_000;
+  let line: string | undefined;
+  while (!line && Date.now() < end) {
+    line = proc.lines.find((l) => /router listening/.test(l));
+    await sleep(50);
+  }
+  assert.ok(line, 'second router started');
+  return { proc, url: (JSON.parse(line) as { url: string }).url };
+}
+
+async function stopRouter(p: Proc | null): Promise<void> {
+  if (p && p.child.exitCode === null) {
+    p.child.kill('SIGTERM');
+    await p.exited;
+  }
+}
 
 async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
@@ -196,18 +220,46 @@ test('size limits: headers, JSON depth and body size answer BAD_REQUEST in the e
   assert.deepEqual([bigClient.status, bigClient.body.error.code], [400, 'BAD_REQUEST']);
 });
 
+test('a repeat takes over the slot of its request: re-attaching after a router crash is not held back by the dead router\'s slots', async () => {
+  // The second router's leases last 30 s, so only a take-over can free them in this test.
+  const second = await secondRouter({ RELAY_LIMIT_LEASE_S: '30' });
+  try {
+    const connectorSlots = async () => s.redis.zcount(keys.limitConnector(s.connectorId), Date.now(), '+inf');
+    const repeatKeys = ['slot-a', 'slot-b', 'slot-c'].map((k) => `${k}-${randomBytes(4).toString('hex')}`);
+    const first: string[] = [];
+    for (const k of repeatKeys) first.push((await admitted(wireA, ask('stream', s.clientKey, s.connectorId, { url: second.url, idempotencyKey: k }))).id);
+    assert.equal(await connectorSlots(), 3, 'the connector cap (3) is full');
+    second.proc.child.kill('SIGKILL');
+    await second.proc.exited;
+    // Each client re-attaches through the first router: its request's slot moves with it.
+    const again: string[] = [];
+    for (const k of repeatKeys) again.push((await admitted(wireA, ask('stream', s.clientKey, s.connectorId, { idempotencyKey: k }))).id);
+    assert.deepEqual(again, first, 'the same requests, re-attached');
+    assert.equal(await held('stream'), 3, 'one slot per request, not one per answer');
+    assert.equal(await connectorSlots(), 3);
+    // A new request refused for the cap leaves no key behind: once there is room, its retry
+    // with the same key is a new request at once (not after the wait for an unstored record).
+    const fourth = `slot-d-${randomBytes(4).toString('hex')}`;
+    await limited(ask('stream', s.clientKey, s.connectorId, { idempotencyKey: fourth }));
+    await cancel(first[0]!);
+    await until('a slot freed', async () => (await connectorSlots()) === 2);
+    const t0 = Date.now();
+    const admittedFourth = await admitted(wireA, ask('stream', s.clientKey, s.connectorId, { idempotencyKey: fourth }));
+    assert.ok(Date.now() - t0 < 2000, `admitted after ${Date.now() - t0} ms`);
+    assert.ok(!first.includes(admittedFourth.id));
+    for (const id of [...first.slice(1), admittedFourth.id]) await cancel(id);
+    await until('all released', async () => (await held('stream')) === 0 && (await connectorSlots()) === 0);
+  } finally {
+    await stopRouter(second.proc);
+  }
+});
+
 test('limits hold across router instances through Redis, and a crashed router\'s slots come back when their leases lapse', async () => {
   let second: Proc | null = null;
   try {
-    second = run(['router'], { RELAY_PORT: '0', RELAY_HOST: '127.0.0.1', RELAY_REDIS_URL: REDIS_URL, RELAY_S3_DIR: join(s.dir, 's3-second'), RELAY_ADMIN_TOKEN: s.adminToken, ...routerEnv });
-    const end = Date.now() + 20_000;
-    let line: string | undefined;
-    while (!line && Date.now() < end) {
-      line = second.lines.find((l) => /router listening/.test(l));
-      await sleep(50);
-    }
-    assert.ok(line, 'second router started');
-    const url2 = (JSON.parse(line) as { url: string }).url;
+    const started = await secondRouter();
+    second = started.proc;
+    const url2 = started.url;
 
     // Four slots taken through the first router...
     for (const [wire, id] of [[wireA, s.connectorId], [wireA, s.connectorId], [wireSibling, sibling.id], [wireSibling, sibling.id]] as const) {
@@ -233,9 +285,6 @@ test('limits hold across router instances through Redis, and a crashed router\'s
     a.abort();
     await until('released by the second router', async () => (await held()) === 0);
   } finally {
-    if (second && second.child.exitCode === null) {
-      second.child.kill('SIGTERM');
-      await second.exited;
-    }
+    await stopRouter(second);
   }
 });

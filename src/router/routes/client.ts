@@ -60,6 +60,9 @@ const UNSTORED_WAIT_MS = 5000;
 const TAKE_OVER_KEY = new LuaScript(1, `if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1`);
+// KEYS: an Idempotency-Key. ARGV: the request id it names. Deletes it only if it still does.
+const DROP_KEY = new LuaScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0`);
 
 /**
  * The request an Idempotency-Key names, or null once it names `id` (a new request). The key is
@@ -142,29 +145,37 @@ async function handleRequest(
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
   const owner = await deps.auth.connectorTenant(body.connector);
   if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
+  const idemKey = idempotencyKey(req);
+  const key = idemKey ? keys.idempotency(p.tenant, sha256(idemKey)) : null;
+  const id = newRequestId();
+  // The key first: a repeat takes over the slot of the request it names (limits.ts).
+  const existing = key ? await keyOwner(deps, key, id) : null;
   // One slot of the size class and of the connector, held until this answer ends however it ends.
-  const slot = await deps.limiter.acquire(mode, p.tenant, body.connector);
+  const slot = await deps.limiter.acquire(mode, p.tenant, body.connector, existing ?? id, existing !== null).catch(async (err: unknown) => {
+    // Refused: the key must not name a request that will never be stored.
+    if (key && !existing) await DROP_KEY.run(deps.redis, key, id);
+    throw err;
+  });
   try {
-    await accepted(deps, req, res, mode, p, body);
+    if (!existing) await accepted(deps, req, res, mode, p, body, id, key);
+    else if (mode === 'offload' || !(await reattach(deps, req, res, existing, mode))) await answerExisting(deps, res, existing, mode);
   } finally {
     await slot.release();
   }
 }
 
-async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, mode: Mode, p: { tenant: string; id: string }, body: ClientRequest): Promise<void> {
+async function accepted(
+  deps: RouterDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  mode: Mode,
+  p: { tenant: string; id: string },
+  body: ClientRequest,
+  id: string,
+  key: string | null,
+): Promise<void> {
   const { cfg, requests } = deps;
   const started = Date.now();
-  const id = newRequestId();
-  const idemKey = idempotencyKey(req);
-  if (idemKey) {
-    const key = keys.idempotency(p.tenant, sha256(idemKey));
-    const existing = await keyOwner(deps, key, id);
-    if (existing) {
-      if (mode !== 'offload' && (await reattach(deps, req, res, existing, mode))) return;
-      await answerExisting(deps, res, existing, mode);
-      return;
-    }
-  }
   const deadline = started + (body.timeout_s ?? cfg.defaultTimeoutS) * 1000;
   const spec: RequestSpec = {
     ...(body.dataset !== undefined ? { dataset: body.dataset } : { sql: body.sql!, ...(body.database ? { database: body.database } : {}) }),
@@ -172,9 +183,9 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   };
   let offload: RequestRecord['offload'] = null;
   if (mode === 'offload') {
-    const key = deps.storage.newKey(p.tenant, id);
-    offload = { key, uploadId: await deps.storage.createMultipart(key).catch(async (err: unknown) => {
-      if (idemKey) await deps.redis.del(keys.idempotency(p.tenant, sha256(idemKey)));
+    const objectKey = deps.storage.newKey(p.tenant, id);
+    offload = { key: objectKey, uploadId: await deps.storage.createMultipart(objectKey).catch(async (err: unknown) => {
+      if (key) await DROP_KEY.run(deps.redis, key, id);
       throw err;
     }), partSize: cfg.partSize };
   }
@@ -193,7 +204,7 @@ async function accepted(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
     return;
   }
   deps.log.info({ request: id, tenant: p.tenant, client: p.id, connector: body.connector, mode, dataset: spec.dataset }, 'request accepted');
-  await follow(deps, res, { id, mode, deadline, started, fresh: true }, sink, idemKey !== null);
+  await follow(deps, res, { id, mode, deadline, started, fresh: true }, sink, key !== null);
 }
 
 function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id: string, mode: Mode, connector: string, started: number): Sink | null {
