@@ -5,9 +5,8 @@
 // every ending, and a crashed instance's slots come back when their leases lapse.
 //
 // A slot names its request: a repeat of a request (same Idempotency-Key) takes over that
-// request's slot instead of taking a second one. Without that, each router that stopped while
-// holding a request left its slot until the lease lapsed, and its clients' re-attaches took new
-// ones: with a router killed every ~17 s the soak's 10 offload slots filled up (RATE_LIMITED).
+// request's slot instead of taking a second one, so a client re-attaching after its router
+// crashed is not refused while the dead router's slots wait to lapse.
 //
 // Fairness: a tenant that was refused recently is "waiting". While another tenant waits, a
 // tenant may take a free slot only below its fair share (limit / tenants holding or waiting),
