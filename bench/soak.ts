@@ -1,8 +1,8 @@
 // `npm run soak -- --minutes N [--concurrency C] [--record]`: mixed requests (all three modes,
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
-// latency and squeezes bandwidth, and the connector and the router are killed now and then
-// (the object store is a process of its own). Every request must end byte-identical or with
+// latency and squeezes bandwidth, the connector and the router are killed now and then, and
+// Redis is restarted (the object store and Redis are processes of the soak's own). Every request must end byte-identical or with
 // an explicit protocol error: one line per mode says requested / byte-identical / explicit
 // error / lost / corrupt. Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
@@ -18,6 +18,7 @@ import { Xxh64Stream } from '../src/protocol/checksum.js';
 import { RelayError } from '../src/protocol/errors.js';
 import { generateSampleData } from '../src/cli/sample-data.js';
 import { FaultProxy, type Faults } from '../test/helpers/fault-proxy.js';
+import { RedisServer } from '../test/helpers/redis-server.js';
 import { REPO, Stack, sleep, type Proc } from '../test/helpers/stack.js';
 import { startHelper } from './lib/children.js';
 
@@ -81,7 +82,7 @@ function pick<T>(items: [T, number][]): T {
   return items[0]![0];
 }
 
-const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router', number][] = [
+const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router' | 'restart-redis', number][] = [
   ['event streams cut', 'cut', 3],
   ['5 % uploads answered 502', { http502Rate: 0.05 }, 3],
   ['5 % uploads corrupted', { corruptRate: 0.05 }, 3],
@@ -93,6 +94,9 @@ const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router
   // Clients re-attach with their Idempotency-Key; the store is a process of its own, as in
   // production (the router's embedded dev store would die with it).
   ['router killed (SIGKILL) and restarted', 'kill-router', 1],
+  // SHUTDOWN keeps the AOF (fsync every second, as docker-compose.yml); the router and the
+  // connector's BullMQ worker wait for Redis and carry on.
+  ['Redis restarted (down 1–2 s)', 'restart-redis', 1],
 ];
 
 async function machine(): Promise<string> {
@@ -124,8 +128,10 @@ function tallyWarnings(p: Proc, who: string, into: Map<string, number>): void {
 async function main(): Promise<void> {
   const s3Dir = await mkdtemp(join(tmpdir(), 'relay-soak-s3-'));
   const s3 = await startHelper<{ endpoint: string }>('s3', { dir: s3Dir, bucket: 'relay-results' });
+  const redis = await RedisServer.start({ fsync: 'everysec' });
   const stack = await Stack.start({
     connector: false,
+    redisUrl: redis.url,
     routerEnv: {
       RELAY_PROGRESS_TIMEOUT_S: '10',
       RELAY_ACK_TIMEOUT_S: '5',
@@ -180,6 +186,8 @@ async function main(): Promise<void> {
         } else if (fault === 'kill-router') {
           await stack.restartRouter('SIGKILL');
           tallyWarnings(stack.router, 'router', warnings);
+        } else if (fault === 'restart-redis') {
+          await redis.restart('SIGTERM', 1000 + Math.random() * 1000);
         } else {
           // Corruption only where the protocol carries a checksum (binary uploads); a corrupted
           // JSON control call is answered 400 and fails its request (explicitly).
@@ -257,6 +265,7 @@ async function main(): Promise<void> {
     await stack.stop();
     await toRouter.close();
     await s3.stop();
+    await redis.stop();
     await rm(s3Dir, { recursive: true, force: true });
   }
 }

@@ -83,7 +83,12 @@ export class Dispatcher {
       // Restarts must not use up a request's chances.
       maxStalledCount: 5,
     });
-    this.worker.on('error', (err) => this.log.error({ err }, 'dispatch worker error'));
+    this.worker.on('error', (err) => {
+      // Redis away: BullMQ reports each failed try (~40 a second); the connections' own
+      // handler already says so once every few seconds (server.ts).
+      if (isConnectionError(err)) this.log.debug({ err: err.message }, 'dispatch worker: Redis unreachable');
+      else this.log.error({ err }, 'dispatch worker error');
+    });
     // A job in the failed set marks its request, so that retrying the job from the dashboard
     // opens the request again instead of finding it failed and failing once more.
     this.worker.on('failed', (job) => {
@@ -382,4 +387,10 @@ export class Dispatcher {
     await this.worker?.close(force);
     await this.queue.close();
   }
+}
+
+/** A lost or refused Redis connection, which ioredis retries by itself. */
+function isConnectionError(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return (code !== undefined && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) || /^Connection is closed/.test(err.message);
 }

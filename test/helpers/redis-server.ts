@@ -1,6 +1,6 @@
 // A Redis server of a test's own (Debian redis-server, installed by scripts/test.sh): AOF on,
-// fsync always, on a free loopback port, so a test can restart it without touching the
-// shared one.
+// fsync always (or every second, as docker-compose.yml runs it), on a free loopback port, so a
+// test can restart it without touching the shared one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -37,10 +37,11 @@ export class RedisServer {
   private constructor(
     readonly port: number,
     readonly dir: string,
+    private readonly fsync: 'always' | 'everysec',
   ) {}
 
-  static async start(): Promise<RedisServer> {
-    const r = new RedisServer(await freePort(), await mkdtemp(join(tmpdir(), 'relay-redis-')));
+  static async start(opts: { fsync?: 'always' | 'everysec' } = {}): Promise<RedisServer> {
+    const r = new RedisServer(await freePort(), await mkdtemp(join(tmpdir(), 'relay-redis-')), opts.fsync ?? 'always');
     await r.up();
     return r;
   }
@@ -50,7 +51,7 @@ export class RedisServer {
   }
 
   private async up(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction', '--save', ''], { stdio: 'ignore' });
+    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.fsync, '--maxmemory-policy', 'noeviction', '--save', ''], { stdio: 'ignore' });
     const end = Date.now() + 10_000;
     while (Date.now() < end) {
       if (await pingOnce(this.port)) return;
