@@ -6,6 +6,7 @@ import { request as httpRequest, type ClientRequest } from 'node:http';
 import { request } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdDecompress } from '../../src/protocol/codec.js';
+import { Requests } from '../../src/router/requests.js';
 import { Stack, CHUNK, sleep } from '../helpers/stack.js';
 import { WireConnector } from '../helpers/wire.js';
 
@@ -102,6 +103,28 @@ describe('sync request, chunk by chunk', () => {
     assert.equal(st.bytes, whole.length);
     assert.equal(st.mode, 'sync');
   });
+
+  // Redis restarted while a chunk's record was on its way (the soak's Redis restarts): the
+  // script ran, its reply was lost, and the copy never reached the client's answer. Recorded
+  // here by hand, as that copy would have been; its repeat must still reach the answer.
+  for (const mode of ['sync', 'stream'] as const) {
+    test(`${mode}: a chunk recorded in Redis whose copy never reached the answer is taken from its repeat`, async () => {
+      const data = randomBytes(2 * CHUNK);
+      const pending = client(mode, { connector: s.connectorId, dataset: 'x.bin' });
+      const { data: cmd } = await wire.command();
+      const id = cmd.request_id;
+      assert.equal((await wire.post(`/v1/requests/${id}/ack`, { attempt: 1 })).status, 204);
+      assert.equal((await wire.post(`/v1/requests/${id}/stream/init`, { attempt: 1, content_type: 'application/octet-stream' })).status, 204);
+      const first = data.subarray(0, CHUNK);
+      assert.equal(await new Requests(s.redis, 600).putChunk(id, s.connectorId, 1, 0, xxh64(first), first.length), 'NEW');
+      assert.equal((await wire.chunk(id, 0, first)).status, 200, 'Redis has it: a repeat');
+      assert.equal((await wire.chunk(id, 1, data.subarray(CHUNK))).status, 201);
+      assert.equal((await wire.post(`/v1/requests/${id}/stream/complete`, { attempt: 1, chunks: 2, bytes: data.length, checksum: xxh64(data) })).status, 204);
+      const res = await pending;
+      assert.equal(res.statusCode, 200);
+      assert.deepEqual(Buffer.from(await res.body.arrayBuffer()), data);
+    });
+  }
 
   test('a result over the sync limit fails with RESULT_TOO_LARGE', async () => {
     const pending = client('sync', { connector: s.connectorId, dataset: 'big.bin' });

@@ -123,7 +123,10 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
       }
       const state = await requests.putChunk(id, p.id, up.attempt, index, up.checksum, up.decodedLength);
       if (state === 'COMPLETE') throw new RelayError('GONE', 'the request is already complete: stop sending', { requestId: id });
-      if (state === 'NEW' && admitted === 'ok') {
+      // Admitted means the sink lacks the chunk, even when Redis has it (DUP): an earlier copy
+      // can be recorded and still fail before its put (Redis restarted before its reply came;
+      // ioredis sent the script again, or the route failed and the connector repeated it).
+      if (admitted === 'ok') {
         // The sink keeps the decoded bytes, or the body when it writes it as is (pass-through,
         // or a raw chunk, which decodes to itself); the other buffer is free at once.
         const kept = decodedLease ?? lease;
