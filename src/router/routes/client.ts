@@ -4,9 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Hono } from 'hono';
 import { RelayError, toRelayError } from '../../protocol/errors.js';
 import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
-import { sha256 } from '../auth.js';
-import { LuaScript } from '../lua.js';
-import { keys } from '../redis.js';
+import { claimKey, dropKey, idempotencyKeyOf } from '../idempotency.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
 import { readJson, sendError } from '../http.js';
 import { newRequestId, statusBody, TERMINAL, type RequestRecord, type RequestSpec } from '../requests.js';
@@ -51,51 +49,6 @@ export async function cancelRequest(deps: RouterDeps, rec: RequestRecord, reason
     await deps.commands.sendCancel(rec.connector, rec.id);
     if (rec.offload) await deps.storage.abortMultipart(rec.offload.key, rec.offload.uploadId);
   }
-}
-
-const IDEMPOTENCY_TTL_S = 86_400;
-/** How long a repeat waits for the record of the request its key names (see keyOwner). */
-const UNSTORED_WAIT_MS = 5000;
-// KEYS: an Idempotency-Key. ARGV: the request id it should name now, the id it names, ttl_s.
-const TAKE_OVER_KEY = new LuaScript(1, `if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
-return 1`);
-// KEYS: an Idempotency-Key. ARGV: the request id it names. Deletes it only if it still does.
-const DROP_KEY = new LuaScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0`);
-
-/**
- * The request an Idempotency-Key names, or null once it names `id` (a new request). The key is
- * set before the request's record is (an offload's record needs its multipart upload first), so
- * a repeat may find the key before the record, or with no record ever coming if the router
- * stopped in between (the soak's router kills: the retry got GONE "expired"). The repeat waits a
- * little for the record, then takes the key over. The key never outlives its record (its TTL is
- * at most the record's), so a key without a record is never an expired request.
- */
-async function keyOwner(deps: RouterDeps, key: string, id: string): Promise<string | null> {
-  const ttl = Math.min(IDEMPOTENCY_TTL_S, deps.cfg.requestTtlS);
-  for (;;) {
-    if ((await deps.redis.set(key, id, 'EX', ttl, 'NX')) === 'OK') return null;
-    const existing = await deps.redis.get(key);
-    if (existing === null) continue; // expired in between: try again
-    for (const until = Date.now() + UNSTORED_WAIT_MS; ; ) {
-      if ((await deps.redis.exists(keys.request(existing))) === 1) return existing;
-      if (Date.now() >= until) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    if ((await TAKE_OVER_KEY.run<number>(deps.redis, key, id, existing, ttl)) === 1) {
-      deps.log.warn({ request: id, unstored: existing }, 'the Idempotency-Key named a request that was never stored (its router stopped first): a new request');
-      return null;
-    }
-  }
-}
-
-function idempotencyKey(req: IncomingMessage): string | null {
-  const v = req.headers[HEADERS.idempotencyKey];
-  if (v === undefined) return null;
-  const key = Array.isArray(v) ? v[0]! : v;
-  if (!/^[\x21-\x7e]{1,200}$/.test(key)) throw new RelayError('BAD_REQUEST', 'Idempotency-Key must be 1 to 200 printable ASCII characters');
-  return key;
 }
 
 /**
@@ -145,15 +98,14 @@ async function handleRequest(
   const body = await readJson(req, CLIENT_JSON_LIMIT, clientRequestSchema);
   const owner = await deps.auth.connectorTenant(body.connector);
   if (owner !== p.tenant) throw new RelayError('NOT_FOUND', `no connector ${body.connector}`);
-  const idemKey = idempotencyKey(req);
-  const key = idemKey ? keys.idempotency(p.tenant, sha256(idemKey)) : null;
+  const key = idempotencyKeyOf(req, p.tenant);
   const id = newRequestId();
   // The key first: a repeat takes over the slot of the request it names (limits.ts).
-  const existing = key ? await keyOwner(deps, key, id) : null;
+  const existing = key ? await claimKey(deps.redis, deps.log, key, id, deps.cfg.requestTtlS) : null;
   // One slot of the size class and of the connector, held until this answer ends however it ends.
   const slot = await deps.limiter.acquire(mode, p.tenant, body.connector, existing ?? id, existing !== null).catch(async (err: unknown) => {
     // Refused: the key must not name a request that will never be stored.
-    if (key && !existing) await DROP_KEY.run(deps.redis, key, id);
+    if (key && !existing) await dropKey(deps.redis, key, id);
     throw err;
   });
   try {
@@ -185,7 +137,7 @@ async function accepted(
   if (mode === 'offload') {
     const objectKey = deps.storage.newKey(p.tenant, id);
     offload = { key: objectKey, uploadId: await deps.storage.createMultipart(objectKey).catch(async (err: unknown) => {
-      if (key) await DROP_KEY.run(deps.redis, key, id);
+      if (key) await dropKey(deps.redis, key, id);
       throw err;
     }), partSize: cfg.partSize };
   }
