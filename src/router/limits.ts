@@ -46,6 +46,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tenant, lease, take = ARGV[1], ARGV[2], ARGV[7]
 local limit, connLimit, ttl, waitMs = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 for i = 1, 3 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
+-- This very acquire again: ioredis sends a script again when a Redis restart lost its reply.
+if redis.call('ZSCORE', KEYS[1], tenant .. '|' .. lease) then return {'OK', redis.call('ZCARD', KEYS[1])} end
 local taken = {}
 if take ~= '' then
   local prefix = take .. '|'

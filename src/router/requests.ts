@@ -117,18 +117,23 @@ while redis.call('HEXISTS', KEYS[2], tostring(c)) == 1 do c = c + 1 end
 redis.call('HSET', KEYS[1], 'contiguous', c)
 return 'NEW'`,
   ),
-  // KEYS: req. ARGV: status, now_iso, in-flight key prefix, bus channel, bus message, then
-  // field/value pairs (written with the status in one HSET). Only from a live status. The end
-  // also leaves the connector's in-flight set and is announced on the bus, in this one call.
+  // KEYS: req. ARGV: status, now_iso, in-flight key prefix, bus channel, bus message, the
+  // call's token (kept as ended_by), then field/value pairs (written with the status in one
+  // HSET). Only from a live status. The end also leaves the connector's in-flight set and is
+  // announced on the bus, in this one call.
   relayFinish: new LuaScript(
     1,
     `
-local f = redis.call('HMGET', KEYS[1], 'status', 'connector', 'id')
+local f = redis.call('HMGET', KEYS[1], 'status', 'connector', 'id', 'ended_by')
 local s = f[1]
 if not s then return 'NOT_FOUND' end
-if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
-local hset = {'HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2]}
-for i = 6, #ARGV do hset[#hset + 1] = ARGV[i] end
+if s == 'complete' or s == 'failed' or s == 'cancelled' then
+  -- This very call again (ioredis sends a script again when a Redis restart lost its reply).
+  if f[4] == ARGV[6] then return 'OK' end
+  return s
+end
+local hset = {'HSET', KEYS[1], 'status', ARGV[1], 'updated_at', ARGV[2], 'ended_by', ARGV[6]}
+for i = 7, #ARGV do hset[#hset + 1] = ARGV[i] end
 redis.call(unpack(hset))
 redis.call('SREM', ARGV[3] .. f[2], f[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -157,19 +162,23 @@ if s == 'complete' or s == 'failed' or s == 'cancelled' then return s end
 redis.call('HSET', KEYS[1], 'status', 'dispatched', 'attempt', ARGV[1], 'lease_at', ARGV[2], 'updated_at', ARGV[3], 'acked_attempt', 0)
 return redis.call('HGET', KEYS[1], 'contiguous') or '0'`,
   ),
-  // KEYS: req, chunks. ARGV: now_ms, now_iso. A client re-attached with nothing delivered yet:
-  // forget the chunks stored so far and start the next attempt from chunk 0. A completed
-  // request is reopened too: its bytes were lost on the way to the client (router restart).
+  // KEYS: req, chunks. ARGV: now_ms, now_iso, the call's token. A client re-attached with
+  // nothing delivered yet: forget the chunks stored so far and start the next attempt from
+  // chunk 0. A completed request is reopened too: its bytes were lost on the way to the client
+  // (router restart). Returns the status it had and the new attempt.
   relayRestart: new LuaScript(
     2,
     `
-local s = redis.call('HGET', KEYS[1], 'status')
+local f = redis.call('HMGET', KEYS[1], 'status', 'restarted_by', 'restarted_from', 'attempt')
+local s = f[1]
 if not s then return 'NOT_FOUND' end
+-- This very call again (ioredis sends a script again when a Redis restart lost its reply).
+if f[2] == ARGV[3] then return f[3] .. ':' .. f[4] end
 if s == 'failed' or s == 'cancelled' then return s end
 redis.call('DEL', KEYS[2])
 redis.call('HDEL', KEYS[1], 'bytes', 'chunks', 'checksum')
 local a = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0)
+redis.call('HSET', KEYS[1], 'status', 'dispatched', 'lease_at', ARGV[1], 'updated_at', ARGV[2], 'acked_attempt', 0, 'contiguous', 0, 'recv_bytes', 0, 'recv_chunks', 0, 'restarted_by', ARGV[3], 'restarted_from', s)
 return s .. ':' .. tostring(a)`,
   ),
   // KEYS: req. Marks a failed request whose queue job ended in the failed set (relayReopen).
@@ -326,7 +335,8 @@ export class Requests {
    */
   async finish(id: string, status: TerminalStatus, fields: Record<string, string | number> = {}): Promise<boolean> {
     const ev: BusEvent = { t: 'req', id, status };
-    const res = await SCRIPTS.relayFinish.run<string>(this.r, keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), ...Object.entries(fields).flat());
+    // The token tells this call's own ending, run again after a lost reply, from another's.
+    const res = await SCRIPTS.relayFinish.run<string>(this.r, keys.request(id), status, new Date().toISOString(), keys.inFlight(''), keys.busChannel, JSON.stringify(ev), nanoid(8), ...Object.entries(fields).flat());
     if (res !== 'OK') return false;
     for (const listener of this.endListeners) listener(id, status);
     return true;
@@ -351,7 +361,9 @@ export class Requests {
   async claimCompletion(id: string, ms = COMPLETION_CLAIM_MS): Promise<CompletionClaim | null> {
     const key = keys.completing(id);
     const token = nanoid(12);
-    if ((await this.r.set(key, token, 'PX', ms, 'NX')) !== 'OK') return null;
+    // Held by another call, unless it holds our own token: our SET ran, and ioredis sent it
+    // again when a Redis restart lost its reply.
+    if ((await this.r.set(key, token, 'PX', ms, 'NX')) !== 'OK' && (await this.r.get(key)) !== token) return null;
     const renew = setInterval(() => void SCRIPTS.relayClaim.run(this.r, key, token, 'renew', ms).catch(() => undefined), ms / 3);
     renew.unref();
     return {
@@ -382,7 +394,7 @@ export class Requests {
    */
   async restart(id: string): Promise<{ attempt: number; wasComplete: boolean } | null> {
     const now = Date.now();
-    const res = await SCRIPTS.relayRestart.run<string>(this.r, keys.request(id), keys.chunks(id), now, new Date(now).toISOString());
+    const res = await SCRIPTS.relayRestart.run<string>(this.r, keys.request(id), keys.chunks(id), now, new Date(now).toISOString(), nanoid(8));
     const m = /^(\w+):(\d+)$/.exec(res);
     if (!m) return null;
     return { attempt: Number(m[2]), wasComplete: m[1] === 'complete' };
