@@ -1,8 +1,9 @@
 // `npm run soak -- --minutes N [--concurrency C] [--record]`: mixed requests (all three modes,
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
-// latency and squeezes bandwidth, the connector and the router are killed now and then, and
-// Redis is restarted (the object store and Redis are processes of the soak's own). Every request must end byte-identical or with
+// latency and squeezes bandwidth, the connector and the router are killed now and then, Redis
+// is restarted, and the router's link to Redis is cut (the object store and Redis are
+// processes of the soak's own). Every request must end byte-identical or with
 // an explicit protocol error: one line per mode says requested / byte-identical / explicit
 // error / lost / corrupt. Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
@@ -82,7 +83,7 @@ function pick<T>(items: [T, number][]): T {
   return items[0]![0];
 }
 
-const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router' | 'restart-redis', number][] = [
+const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router' | 'restart-redis' | 'cut-redis', number][] = [
   ['event streams cut', 'cut', 3],
   ['5 % uploads answered 502', { http502Rate: 0.05 }, 3],
   ['5 % uploads corrupted', { corruptRate: 0.05 }, 3],
@@ -97,6 +98,8 @@ const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router
   // SHUTDOWN keeps the AOF (fsync every second, as docker-compose.yml); the router and the
   // connector's BullMQ worker wait for Redis and carry on.
   ['Redis restarted (down 1–2 s)', 'restart-redis', 1],
+  // Commands in flight lose their replies; ioredis sends them again, so they run twice.
+  ['router↔Redis connections cut', 'cut-redis', 2],
 ];
 
 async function machine(): Promise<string> {
@@ -129,10 +132,12 @@ async function main(): Promise<void> {
   const s3Dir = await mkdtemp(join(tmpdir(), 'relay-soak-s3-'));
   const s3 = await startHelper<{ endpoint: string }>('s3', { dir: s3Dir, bucket: 'relay-results' });
   const redis = await RedisServer.start({ fsync: 'everysec' });
+  const toRedis = await FaultProxy.start({ target: { host: '127.0.0.1', port: redis.port } });
   const stack = await Stack.start({
     connector: false,
     redisUrl: redis.url,
     routerEnv: {
+      RELAY_REDIS_URL: `redis://127.0.0.1:${toRedis.port}`,
       RELAY_PROGRESS_TIMEOUT_S: '10',
       RELAY_ACK_TIMEOUT_S: '5',
       RELAY_BACKOFF_S: '0.5',
@@ -188,6 +193,8 @@ async function main(): Promise<void> {
           tallyWarnings(stack.router, 'router', warnings);
         } else if (fault === 'restart-redis') {
           await redis.restart('SIGTERM', 1000 + Math.random() * 1000);
+        } else if (fault === 'cut-redis') {
+          toRedis.cutAll();
         } else {
           // Corruption only where the protocol carries a checksum (binary uploads); a corrupted
           // JSON control call is answered 400 and fails its request (explicitly).
@@ -264,6 +271,7 @@ async function main(): Promise<void> {
     await closeHttp();
     await stack.stop();
     await toRouter.close();
+    await toRedis.close();
     await s3.stop();
     await redis.stop();
     await rm(s3Dir, { recursive: true, force: true });
