@@ -2,8 +2,8 @@
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
 // latency and squeezes bandwidth, the connector and the router are killed now and then, Redis
-// is restarted, and the router's link to Redis is cut (the object store and Redis are
-// processes of the soak's own). Every request must end byte-identical or with
+// is restarted, the router's link to Redis is cut, and the object store is unreachable for a
+// few seconds (the object store and Redis are processes of the soak's own). Every request must end byte-identical or with
 // an explicit protocol error: one line per mode says requested / byte-identical / explicit
 // error / lost / corrupt. Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
@@ -83,7 +83,7 @@ function pick<T>(items: [T, number][]): T {
   return items[0]![0];
 }
 
-const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router' | 'restart-redis' | 'cut-redis', number][] = [
+const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router' | 'restart-redis' | 'cut-redis' | 'store-down', number][] = [
   ['event streams cut', 'cut', 3],
   ['5 % uploads answered 502', { http502Rate: 0.05 }, 3],
   ['5 % uploads corrupted', { corruptRate: 0.05 }, 3],
@@ -100,6 +100,9 @@ const FAULTS: [string, Partial<Faults> | 'cut' | 'kill-connector' | 'kill-router
   ['Redis restarted (down 1–2 s)', 'restart-redis', 1],
   // Commands in flight lose their replies; ioredis sends them again, so they run twice.
   ['router↔Redis connections cut', 'cut-redis', 2],
+  // Everyone's connections to it cut and refused: the router's, the connector's part uploads
+  // and the clients' downloads.
+  ['object store unreachable (2–4 s)', 'store-down', 1],
 ];
 
 async function machine(): Promise<string> {
@@ -133,6 +136,8 @@ async function main(): Promise<void> {
   const s3 = await startHelper<{ endpoint: string }>('s3', { dir: s3Dir, bucket: 'relay-results' });
   const redis = await RedisServer.start({ fsync: 'everysec' });
   const toRedis = await FaultProxy.start({ target: { host: '127.0.0.1', port: redis.port } });
+  const storeUrl = new URL(s3.info.endpoint);
+  const toStore = await FaultProxy.start({ target: { host: storeUrl.hostname, port: Number(storeUrl.port) } });
   const stack = await Stack.start({
     connector: false,
     redisUrl: redis.url,
@@ -142,7 +147,7 @@ async function main(): Promise<void> {
       RELAY_ACK_TIMEOUT_S: '5',
       RELAY_BACKOFF_S: '0.5',
       RELAY_ATTEMPTS: '6',
-      RELAY_S3_ENDPOINT: s3.info.endpoint,
+      RELAY_S3_ENDPOINT: `http://127.0.0.1:${toStore.port}`,
       RELAY_S3_ACCESS_KEY: 'S3RVER',
       RELAY_S3_SECRET_KEY: 'S3RVER',
     },
@@ -195,6 +200,11 @@ async function main(): Promise<void> {
           await redis.restart('SIGTERM', 1000 + Math.random() * 1000);
         } else if (fault === 'cut-redis') {
           toRedis.cutAll();
+        } else if (fault === 'store-down') {
+          toStore.set({ refuse: true });
+          toStore.cutAll();
+          await sleep(2000 + Math.random() * 2000);
+          toStore.clear();
         } else {
           // Corruption only where the protocol carries a checksum (binary uploads); a corrupted
           // JSON control call is answered 400 and fails its request (explicitly).
@@ -272,6 +282,7 @@ async function main(): Promise<void> {
     await stack.stop();
     await toRouter.close();
     await toRedis.close();
+    await toStore.close();
     await s3.stop();
     await redis.stop();
     await rm(s3Dir, { recursive: true, force: true });

@@ -31,6 +31,31 @@ function clientFor(endpoint: string, cfg: StorageConfig): Minio.Client {
   });
 }
 
+/**
+ * Waits between tries of a store call that failed for a passing reason (about 5 s in all): a
+ * store restarting or briefly unreachable. Before, a 2–4 s outage failed every offload request
+ * made meanwhile with INTERNAL (the soak: 177 of 759).
+ */
+const TRANSIENT_RETRY_MS = [200, 400, 800, 1600, 2000];
+
+/** A failure worth another try: no connection, a cut one, or the store saying it is busy or broken. */
+export function isTransientStoreError(err: unknown): boolean {
+  const { code, message } = err as { code?: string; message?: string };
+  if (code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout'].includes(code)) return true;
+  return /socket hang up/i.test(message ?? '');
+}
+
+async function withRetries<T>(op: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (i >= TRANSIENT_RETRY_MS.length || !isTransientStoreError(err)) throw err;
+      await new Promise((r) => setTimeout(r, TRANSIENT_RETRY_MS[i]));
+    }
+  }
+}
+
 export class Storage {
   private readonly s3: Minio.Client;
   /** Presigns with the host connectors and clients reach (may differ from the router's). */
@@ -89,8 +114,12 @@ export class Storage {
     return `${tenant}/${new Date().toISOString().slice(0, 10)}/${requestId}-${randomBytes(16).toString('hex')}`;
   }
 
+  /**
+   * A try whose answer was lost leaves an upload nobody completes: the bucket's lifecycle rule
+   * aborts it after a day (and the store's part copies with it).
+   */
   createMultipart(key: string): Promise<string> {
-    return this.s3.initiateNewMultipartUpload(this.cfg.bucket, key, { 'Content-Type': 'application/octet-stream' });
+    return withRetries(() => this.s3.initiateNewMultipartUpload(this.cfg.bucket, key, { 'Content-Type': 'application/octet-stream' }));
   }
 
   async abortMultipart(key: string, uploadId: string): Promise<void> {
@@ -108,16 +137,17 @@ export class Storage {
     return { urls, expires_at: new Date(Date.now() + expiresS * 1000).toISOString() };
   }
 
+  /** A try whose answer was lost makes the next one fail (NoSuchUpload): the caller checks storedSize. */
   async completeMultipart(key: string, uploadId: string, parts: { part: number; etag: string }[]): Promise<number> {
-    await this.s3.completeMultipartUpload(this.cfg.bucket, key, uploadId, parts);
-    const stat = await this.s3.statObject(this.cfg.bucket, key);
+    await withRetries(() => this.s3.completeMultipartUpload(this.cfg.bucket, key, uploadId, parts));
+    const stat = await withRetries(() => this.s3.statObject(this.cfg.bucket, key));
     return stat.size;
   }
 
   /** The object's size, or null when there is no such object. */
   async storedSize(key: string): Promise<number | null> {
     try {
-      return (await this.s3.statObject(this.cfg.bucket, key)).size;
+      return (await withRetries(() => this.s3.statObject(this.cfg.bucket, key))).size;
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'NotFound' || code === 'NoSuchKey') return null;
