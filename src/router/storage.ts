@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import * as Minio from 'minio';
 import type { Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
 import type { OffloadPartsResponse } from '../protocol/wire.js';
 
 export interface StorageConfig {
@@ -50,7 +51,10 @@ async function withRetries<T>(op: () => Promise<T>): Promise<T> {
     try {
       return await op();
     } catch (err) {
-      if (i >= TRANSIENT_RETRY_MS.length || !isTransientStoreError(err)) throw err;
+      if (!isTransientStoreError(err)) throw err;
+      if (i >= TRANSIENT_RETRY_MS.length) {
+        throw new RelayError('INTERNAL', `the object store could not be reached for ${TRANSIENT_RETRY_MS.reduce((a, b) => a + b) / 1000} s: ${(err as Error).message}; retry later`, { retryAfterMs: 5000 });
+      }
       await new Promise((r) => setTimeout(r, TRANSIENT_RETRY_MS[i]));
     }
   }

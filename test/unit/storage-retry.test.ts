@@ -31,6 +31,7 @@ after(async () => {
 test('a multipart upload asked for while the store is unreachable is made once it is back', { timeout: 20_000 }, async () => {
   const storage = new Storage(cfg('relay-results', `http://127.0.0.1:${proxy.port}`), log);
   proxy.set({ refuse: true });
+  proxy.cutAll(); // pooled connections too
   const t0 = Date.now();
   const made = storage.createMultipart(`t/retry-${Date.now()}`);
   setTimeout(() => proxy.clear(), 1000);
@@ -38,6 +39,19 @@ test('a multipart upload asked for while the store is unreachable is made once i
   assert.ok(uploadId.length > 0);
   assert.ok(Date.now() - t0 >= 900, `made after ${Date.now() - t0} ms`);
   assert.ok(proxy.stats.refused >= 1, 'the first tries were refused');
+});
+
+test('a store away for longer fails after the retries, with a message that says so', { timeout: 20_000 }, async () => {
+  const storage = new Storage(cfg('relay-results', `http://127.0.0.1:${proxy.port}`), log);
+  proxy.set({ refuse: true });
+  proxy.cutAll(); // pooled connections too
+  try {
+    const t0 = Date.now();
+    await assert.rejects(storage.createMultipart('t/away'), (err: { code?: string; message?: string }) => err.code === 'INTERNAL' && /object store could not be reached for 5 s/.test(err.message ?? ''));
+    assert.ok(Date.now() - t0 >= 4500, `gave up after ${Date.now() - t0} ms`);
+  } finally {
+    proxy.clear();
+  }
 });
 
 test('an answer no retry can change fails at once', { timeout: 20_000 }, async () => {
