@@ -3,9 +3,10 @@
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
 // latency and squeezes bandwidth, the connector and the router are killed now and then, Redis
 // is restarted, the router's link to Redis is cut, and the object store is unreachable for a
-// few seconds (the object store and Redis are processes of the soak's own). Every request must end byte-identical or with
-// an explicit protocol error: one line per mode says requested / byte-identical / explicit
-// error / lost / corrupt. Exits 1 when anything was lost or corrupt.
+// few seconds (the object store and Redis are processes of the soak's own). Every request
+// must end byte-identical or with an explicit protocol error: one line per mode says
+// requested / byte-identical / explicit error / lost / corrupt. Exits 1 when anything was lost
+// or corrupt.
 import { createReadStream } from 'node:fs';
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';

@@ -33,14 +33,13 @@ function clientFor(endpoint: string, cfg: StorageConfig): Minio.Client {
 }
 
 /**
- * Waits between tries of a store call that failed for a passing reason (about 5 s in all): a
- * store restarting or briefly unreachable. Before, a 2–4 s outage failed every offload request
- * made meanwhile with INTERNAL (the soak: 177 of 759).
+ * Waits between tries of a store call that failed for a passing reason (about 5 s in all), so
+ * that a store restarting or briefly unreachable does not fail the offloads asked for meanwhile.
  */
 const TRANSIENT_RETRY_MS = [200, 400, 800, 1600, 2000];
 
 /** A failure worth another try: no connection, a cut one, or the store saying it is busy or broken. */
-export function isTransientStoreError(err: unknown): boolean {
+function isTransientStoreError(err: unknown): boolean {
   const { code, message } = err as { code?: string; message?: string };
   if (code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout'].includes(code)) return true;
   return /socket hang up/i.test(message ?? '');
