@@ -10,6 +10,7 @@ import { RelayError } from '../protocol/errors.js';
 import type { Command, OffloadPartsResponse } from '../protocol/wire.js';
 import type { Bus } from './bus.js';
 import { isOnline, type CommandLog } from './commands.js';
+import { isConnectionError } from './http.js';
 import type { Metrics } from './metrics.js';
 import { IN_FLIGHT_TTL_S, keys, type Redis } from './redis.js';
 import { TERMINAL, type RequestRecord, type RequestSpec, type Requests, type TerminalStatus } from './requests.js';
@@ -387,10 +388,4 @@ export class Dispatcher {
     await this.worker?.close(force);
     await this.queue.close();
   }
-}
-
-/** A lost or refused Redis connection, which ioredis retries by itself. */
-function isConnectionError(err: Error): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return (code !== undefined && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) || /^Connection is closed/.test(err.message);
 }

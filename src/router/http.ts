@@ -3,6 +3,27 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 
+/**
+ * Calls fn once when res closes, or at once if it already has: a route that awaited (auth,
+ * limits, Redis) before listening may have missed its 'close', which Node says only once.
+ */
+export function onClosed(res: ServerResponse, fn: () => void): void {
+  let called = false;
+  const once = () => {
+    if (called) return;
+    called = true;
+    fn();
+  };
+  res.once('close', once);
+  if (res.destroyed) once();
+}
+
+/** A refused, cut or timed-out connection (Node's socket errors, ioredis's closed connection). */
+export function isConnectionError(err: unknown): boolean {
+  const { code, message } = err as { code?: string; message?: string };
+  return (code !== undefined && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) || /^Connection is closed|socket hang up/i.test(message ?? '');
+}
+
 export function sendError(res: ServerResponse, err: RelayError): void {
   if (res.headersSent) {
     res.destroy();

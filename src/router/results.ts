@@ -8,7 +8,7 @@ import { Xxh64Stream } from '../protocol/checksum.js';
 import { rawZstdFramePieces, type Encoding } from '../protocol/codec.js';
 import { RelayError } from '../protocol/errors.js';
 import { HEADERS, type Mode } from '../protocol/wire.js';
-import { sendError } from './http.js';
+import { onClosed, sendError } from './http.js';
 import type { SpillFile, SyncSpill } from './spill.js';
 
 export interface InitMeta {
@@ -65,10 +65,9 @@ export abstract class Sink {
         this.resolveDone();
       }
     };
-    res.on('close', gone);
-    // The route awaited (auth, limits, Redis) before it made this sink: a client that went away
-    // meanwhile said 'close' already, and would otherwise have its result sent to nobody.
-    if (res.destroyed) gone();
+    // Also a client that went away while the route awaited, before it made this sink: its
+    // result would otherwise be sent to nobody.
+    onClosed(res, gone);
   }
 
   /** Calls fn once if the client goes away before the end; at once if it already has. */

@@ -6,6 +6,7 @@ import * as Minio from 'minio';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
 import type { OffloadPartsResponse } from '../protocol/wire.js';
+import { isConnectionError } from './http.js';
 
 export interface StorageConfig {
   endpoint: string;
@@ -40,9 +41,8 @@ const TRANSIENT_RETRY_MS = [200, 400, 800, 1600, 2000];
 
 /** A failure worth another try: no connection, a cut one, or the store saying it is busy or broken. */
 function isTransientStoreError(err: unknown): boolean {
-  const { code, message } = err as { code?: string; message?: string };
-  if (code && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout'].includes(code)) return true;
-  return /socket hang up/i.test(message ?? '');
+  const { code } = err as { code?: string };
+  return isConnectionError(err) || (code !== undefined && ['InternalError', 'ServiceUnavailable', 'SlowDown', 'RequestTimeout'].includes(code));
 }
 
 async function withRetries<T>(op: () => Promise<T>): Promise<T> {

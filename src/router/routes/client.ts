@@ -6,7 +6,7 @@ import { RelayError, toRelayError } from '../../protocol/errors.js';
 import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
 import { claimKey, dropKey, idempotencyKeyOf } from '../idempotency.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
-import { readJson, sendError } from '../http.js';
+import { onClosed, readJson, sendError } from '../http.js';
 import { newRequestId, statusBody, TERMINAL, type RequestRecord, type RequestSpec } from '../requests.js';
 import { StreamSink, SyncSink, type Sink } from '../results.js';
 
@@ -239,11 +239,7 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
     }, cfg.reattachGraceS * 1000).unref();
   };
   if (sink) sink.whenClientGone(gone);
-  else {
-    res.on('close', () => !res.writableEnded && gone());
-    // Gone while the route awaited: its 'close' came before this listener.
-    if (res.destroyed && !res.writableEnded) gone();
-  }
+  else onClosed(res, () => !res.writableEnded && gone());
 
   const stop = new AbortController();
   const end = deps.bus.waitFor(

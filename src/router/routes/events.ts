@@ -3,6 +3,7 @@ import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Hono } from 'hono';
 import { RelayError } from '../../protocol/errors.js';
 import { principalOf, type Env, type RouterDeps } from '../context.js';
+import { onClosed } from '../http.js';
 
 export function eventRoutes(app: Hono<Env>, deps: RouterDeps): void {
   app.get('/v1/connectors/events', async (c) => {
@@ -13,8 +14,7 @@ export function eventRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const version = c.req.query('version')?.slice(0, 64) ?? null;
     const lastEventId = c.req.header('last-event-id')?.slice(0, 64) ?? null;
     const res = c.env.outgoing;
-    // Already closed while auth was awaited: 'close' will not come again.
-    const closed = res.destroyed ? Promise.resolve() : new Promise<void>((r) => res.on('close', r));
+    const closed = new Promise<void>((r) => onClosed(res, r));
     const unpin = deps.auth.pinStream(c.req.header('authorization'), p);
     try {
       await deps.hub.open(p.id, res, { lastEventId, version, concurrency: Number.isSafeInteger(concurrency) && concurrency > 0 ? concurrency : null });
