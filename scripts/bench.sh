@@ -20,7 +20,12 @@ ensure_node_deps
 [ "${RELAY_BENCH_ENTRY:-run}" = run ] && ensure_bench_tools
 entry="dist/bench/${RELAY_BENCH_ENTRY:-run}.js"
 [ -f "$entry" ] || { echo "bench: $entry is missing (npm run build)" >&2; exit 2; }
-ensure_redis
+# The soak runs a Redis of its own (it restarts it) and needs only the server installed.
+if [ "${RELAY_BENCH_ENTRY:-run}" = soak ]; then
+  command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+else
+  ensure_redis
+fi
 case "$entry" in *sql*) ensure_postgres ;; esac
 
 # The fleet scenario holds 10,000 event streams open: use the whole hard limit on descriptors
