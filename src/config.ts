@@ -58,6 +58,8 @@ const MiB = 1024 * 1024;
 const routerSettings = {
   port: { flag: 'port', env: 'RELAY_PORT', schema: int(0, 65535), default: 8080 },
   host: { flag: 'host', env: 'RELAY_HOST', schema: z.string().min(1), default: '0.0.0.0' },
+  /** How the other router instances reach this one (result hand-off); derived from host and port when unset. */
+  advertiseUrl: { env: 'RELAY_ADVERTISE_URL', schema: url.optional(), default: undefined },
   redisUrl: { flag: 'redisUrl', env: 'RELAY_REDIS_URL', schema: url, default: 'redis://127.0.0.1:6379' },
   s3Endpoint: { env: 'RELAY_S3_ENDPOINT', schema: url.optional(), default: undefined },
   s3AccessKey: { env: 'RELAY_S3_ACCESS_KEY', schema: z.string().min(1), default: 'relay-dev' },

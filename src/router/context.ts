@@ -10,6 +10,7 @@ import type { YoungGc } from '../protocol/young-gc.js';
 import type { Bus } from './bus.js';
 import type { CommandLog, Hub } from './commands.js';
 import type { Dispatcher } from './dispatch.js';
+import type { Handoff } from './handoff.js';
 import type { Limiter } from './limits.js';
 import type { Metrics } from './metrics.js';
 import type { Redis } from './redis.js';
@@ -28,6 +29,8 @@ export interface RouterDeps {
   hub: Hub;
   dispatcher: Dispatcher;
   sinks: Sinks;
+  /** Uploads for answers held by another instance are passed to it. */
+  handoff: Handoff;
   /** Reused buffers for chunk bodies (uploadLimit(chunkSize) bytes each). */
   chunkBuffers: BufferPool;
   /** Scavenges after every few MB of upload bodies read (frees Node's dead socket buffers). */

@@ -48,6 +48,12 @@ export function createMetrics() {
       registers: r,
     }),
     rateLimited: new Counter({ name: 'relay_rate_limited_total', help: 'RATE_LIMITED answers to clients, by size class and reason (class, share, connector)', labelNames: ['mode', 'reason'] as const, registers: r }),
+    uploadsForwarded: new Counter({
+      name: 'relay_uploads_forwarded_total',
+      help: 'Connector uploads passed to the router instance holding the client\'s answer, by the status it answered (or unreachable, failed)',
+      labelNames: ['outcome'] as const,
+      registers: r,
+    }),
     backpressure: new Counter({ name: 'relay_backpressure_total', help: 'BACKPRESSURE answers to connectors', registers: r }),
     connectorsOnline: new Gauge({ name: 'relay_connectors_online', help: 'Connectors with an open event stream on this router', registers: r }),
     streamsOpened: new Counter({ name: 'relay_event_streams_opened_total', help: 'Event streams opened (connector connects)', registers: r }),

@@ -40,6 +40,8 @@ export interface RequestRecord {
   offload: { uploadId: string; key: string; partSize: number } | null;
   /** Offload, once complete: the presigned GET and the stored object's size (null: recorded by an older router). */
   download: { url: string; expiresAt: string; contentEncoding: 'zstd' | 'identity'; storedBytes: number | null } | null;
+  /** Sync and stream: the instance holding the client's answer (handoff.ts), null before it was recorded. */
+  answerAt: string | null;
 }
 
 const TERMINAL_STATUSES = ['complete', 'failed', 'cancelled'] as const;
@@ -50,6 +52,7 @@ export type BusEvent =
   | { t: 'req'; id: string; status: RequestStatus | 'acked'; attempt?: number }
   | { t: 'cmd'; connector: string; id: string; event: 'command' | 'cancel'; data: string }
   | { t: 'takeover'; connector: string; session: string }
+  | { t: 'answer'; id: string; at: string }
   | { t: 'revoke'; connector?: string; hash: string };
 
 // nanoid draws from a pooled buffer of random bytes: randomBytes(12) per request cost ~7 µs
@@ -228,7 +231,7 @@ export class Requests {
    * Stores a new request as attempt 1, already dispatched: the command goes out right after
    * the queue job is added (see Dispatcher.submit), and the in-flight set lists it.
    */
-  async create(rec: Pick<RequestRecord, 'id' | 'tenant' | 'connector' | 'mode' | 'spec' | 'deadline' | 'offload'>): Promise<void> {
+  async create(rec: Pick<RequestRecord, 'id' | 'tenant' | 'connector' | 'mode' | 'spec' | 'deadline' | 'offload'> & Partial<Pick<RequestRecord, 'answerAt'>>): Promise<void> {
     const nowMs = Date.now();
     const now = new Date(nowMs).toISOString();
     // Strings only: cjson would turn numbers into Lua numbers, which HSET writes as %.14g.
@@ -249,6 +252,7 @@ export class Requests {
       recv_bytes: '0',
       recv_chunks: '0',
     };
+    if (rec.answerAt) fields.answer_at = rec.answerAt;
     if (rec.offload) Object.assign(fields, { upload_id: rec.offload.uploadId, object_key: rec.offload.key, part_size: String(rec.offload.partSize) });
     await SCRIPTS.relayCreate.run<string>(this.r, keys.request(rec.id), keys.inFlight(rec.connector), this.ttlS, IN_FLIGHT_TTL_S, rec.id, JSON.stringify(fields));
   }
@@ -281,6 +285,7 @@ export class Requests {
       download: h.download_url
         ? { url: h.download_url, expiresAt: h.download_expires_at!, contentEncoding: h.content_encoding as 'zstd' | 'identity', storedBytes: h.stored_bytes ? Number(h.stored_bytes) : null }
         : null,
+      answerAt: h.answer_at ?? null,
     };
   }
 
@@ -327,6 +332,12 @@ export class Requests {
 
   async setFields(id: string, fields: Record<string, string | number>): Promise<void> {
     await this.r.hset(keys.request(id), fields);
+  }
+
+  /** A re-attached client's answer is now held by the instance at `at`: uploads go there, an older answer elsewhere ends. */
+  async moveAnswer(id: string, at: string): Promise<void> {
+    const ev: BusEvent = { t: 'answer', id, at };
+    await Promise.all([this.r.hset(keys.request(id), 'answer_at', at), this.r.publish(keys.busChannel, JSON.stringify(ev))]);
   }
 
   /**

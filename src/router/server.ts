@@ -15,6 +15,7 @@ import { BufferPool } from '../protocol/buffer-pool.js';
 import { Bus } from './bus.js';
 import { CommandLog, Hub } from './commands.js';
 import { Dispatcher } from './dispatch.js';
+import { advertisedUrl, Handoff } from './handoff.js';
 import { Limiter } from './limits.js';
 import { createMetrics } from './metrics.js';
 import { bodyReads } from './http.js';
@@ -123,7 +124,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   // (8 µs a page on a VM): 0.47-0.60 s of router CPU per 100 MB sync against 0.25-0.30 s reused.
   const bufSize = uploadLimit(cfg.chunkSize);
   const chunkBuffers = new BufferPool(bufSize, cfg.streamWindowChunks + Math.ceil(cfg.syncMemoryBytes / bufSize), { keep: cfg.streamWindowChunks, ms: 10_000 });
-  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, chunkBuffers, youngGc: new YoungGc(8 * 1024 * 1024), spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
+  const handoff = new Handoff(log, tls?.cert);
+  const app = createApp({ cfg, redis, auth, bus, requests, commands, hub, dispatcher, sinks, handoff, chunkBuffers, youngGc: new YoungGc(8 * 1024 * 1024), spill, storage, limiter, metrics, log, openAnswers, accepting: () => accepting });
   const server = (
     tls
       ? createAdaptorServer({ fetch: app.fetch, createServer: createHttpsServer, serverOptions: { ...tls, maxHeaderSize: cfg.maxHeaderBytes } })
@@ -145,7 +147,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
   const port = (server.address() as AddressInfo).port;
   const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info({ url, instance: instanceId }, 'router listening');
+  handoff.self = advertisedUrl(cfg.advertiseUrl, cfg.host, port, tls !== null);
+  log.info({ url, instance: instanceId, advertised: handoff.self }, 'router listening');
 
   return {
     url,
@@ -168,6 +171,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
       // Jobs still running are not waited for: they stall and are adopted by another router.
       await dispatcher.close(true);
       await limiter.close();
+      await handoff.close();
       storage.stop();
       await spill.close();
       await devS3?.close();

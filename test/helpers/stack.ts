@@ -69,6 +69,8 @@ export class Stack {
   router!: Proc;
   routerUrl!: string;
   connector: Proc | null = null;
+  /** Further router instances on the same Redis (startPeerRouter). */
+  readonly peers: Proc[] = [];
   readonly tenant = 't1';
   readonly connectorId = 'cc-28-aa-01';
   readonly connectorToken = `ct_test_${randomBytes(8).toString('hex')}`;
@@ -133,6 +135,37 @@ export class Stack {
     this.routerUrl = (JSON.parse(line) as { url: string }).url;
   }
 
+  /**
+   * Another router instance on the same Redis and object store, as behind a load balancer:
+   * its URL. Stopped with the stack.
+   */
+  async startPeerRouter(env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> {
+    const proc = run(['router'], {
+      RELAY_PORT: '0',
+      RELAY_HOST: '127.0.0.1',
+      RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL,
+      // The first router's embedded store (s3rver knows one fixed key pair).
+      RELAY_S3_ENDPOINT: this.s3Endpoint(),
+      RELAY_S3_ACCESS_KEY: 'S3RVER',
+      RELAY_S3_SECRET_KEY: 'S3RVER',
+      RELAY_ADMIN_TOKEN: this.adminToken,
+      ...this.opts.routerEnv,
+      ...env,
+    });
+    this.peers.push(proc);
+    const line = await waitForLine(proc, /router listening/, 20_000);
+    return { proc, url: (JSON.parse(line) as { url: string }).url };
+  }
+
+  /** The first router's embedded object store (from its start-up warning). */
+  s3Endpoint(): string {
+    for (const line of this.router.lines) {
+      const endpoint = /embedded S3/.test(line) ? (JSON.parse(line) as { endpoint?: string }).endpoint : undefined;
+      if (endpoint) return endpoint;
+    }
+    throw new Error('the router runs no embedded object store');
+  }
+
   /** via: the URL the connector uses for the router (a fault proxy in front of it). */
   async startConnector(env: Record<string, string> = {}, via = this.routerUrl): Promise<Proc> {
     const p = run(['connector', '--router', via, '--id', this.connectorId, '--token', this.connectorToken, '--data-dir', this.dataDir], {
@@ -175,7 +208,7 @@ export class Stack {
   }
 
   async stop(): Promise<void> {
-    for (const p of [this.connector, this.router]) {
+    for (const p of [this.connector, ...this.peers, this.router]) {
       if (p && p.child.exitCode === null) {
         p.child.kill('SIGTERM');
         const t = setTimeout(() => p.child.kill('SIGKILL'), 5000);

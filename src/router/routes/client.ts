@@ -11,6 +11,11 @@ import { newRequestId, statusBody, TERMINAL, type RequestRecord, type RequestSpe
 import { StreamSink, SyncSink, type Sink } from '../results.js';
 
 export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
+  // A client re-attached through another instance: the answer it left here ends.
+  deps.bus.on('answer', (ev: { id: string; at: string }) => {
+    const old = deps.sinks.get(ev.id);
+    if (old && !old.isEnded && ev.at !== deps.handoff.self) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: ev.id }));
+  });
   for (const mode of ['sync', 'stream', 'offload'] as const) {
     app.post(`/v1/datasets/request-${mode}`, async (c) => {
       const res = c.env.outgoing;
@@ -144,7 +149,7 @@ async function accepted(
   const sink = newSink(deps, req, res, id, mode, body.connector, started);
   // The record and its job, then the command (Dispatcher.submit): persisted before sent. The
   // sink exists before the command goes out, since the result may come back at once.
-  const rec = { id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload };
+  const rec = { id, tenant: p.tenant, connector: body.connector, mode, spec, deadline, offload, answerAt: sink ? deps.handoff.self : null };
   try {
     await deps.dispatcher.submit(rec, requests.create(rec));
   } catch (err) {
@@ -195,6 +200,8 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   const old = deps.sinks.get(id);
   const sink = newSink(deps, req, res, id, mode, rec.connector, Date.now())!;
   if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
+  // Before the restart: the new attempt's uploads must find this answer wherever they land.
+  await deps.requests.moveAnswer(id, deps.handoff.self);
   if (!(await deps.dispatcher.restartFromZero(id))) {
     sink.fail(new RelayError('GONE', `request ${id} ended while re-attaching`, { requestId: id }));
     return true;
@@ -226,16 +233,22 @@ async function answer(...[deps, res, r, sink, reattachable]: Parameters<typeof f
   const { requests, metrics, cfg } = deps;
   const { id, mode, deadline, started, fresh = false } = r;
   let clientGone = false;
-  const cancel = () => void requests.get(id).then((x) => (x ? cancelRequest(deps, x, 'the client went away') : undefined));
+  /** heldHere: only while this instance still holds the answer (not re-attached elsewhere). */
+  const cancel = (heldHere = false) =>
+    void requests
+      .get(id)
+      .then((x) => (x && (!heldHere || (x.answerAt ?? deps.handoff.self) === deps.handoff.self) ? cancelRequest(deps, x, 'the client went away') : undefined))
+      .catch((err: unknown) => deps.log.warn({ err, request: id }, 'could not cancel a request whose client went away'));
   const gone = () => {
     clientGone = true;
     if (!reattachable) return cancel();
     // An offload result waits in the object store for a retry with the same key.
     if (mode === 'offload') return;
-    // A sync or stream client with an Idempotency-Key may come back: give it time to re-attach.
+    // A sync or stream client with an Idempotency-Key may come back, here or through another
+    // instance: give it time to re-attach.
     setTimeout(() => {
       const now = deps.sinks.get(id);
-      if (!now || now.isEnded) cancel();
+      if (!now || now.isEnded) cancel(true);
     }, cfg.reattachGraceS * 1000).unref();
   };
   if (sink) sink.whenClientGone(gone);

@@ -4,7 +4,7 @@ import type { Lease } from '../../protocol/buffer-pool.js';
 import { xxh64 } from '../../protocol/checksum.js';
 import { RelayError } from '../../protocol/errors.js';
 import { HEADERS, streamCompleteSchema, streamInitSchema } from '../../protocol/wire.js';
-import { JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
+import { JSON_LIMIT, principalOf, type Ctx, type Env, type RouterDeps } from '../context.js';
 import { readJson } from '../http.js';
 import type { Sink } from '../results.js';
 import { decodeUpload, readUpload, uploadBody, uploadHead } from './uploads.js';
@@ -23,19 +23,32 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     return sink && !sink.isEnded && sink.connector === connector ? sink : undefined;
   }
 
-  /** Why there is no live sink for a request whose guard passed. */
-  async function noSink(id: string): Promise<never> {
+  /**
+   * No live sink here for a request whose guard passed: the instance holding the client's answer
+   * gets the upload (handoff.ts) and its answer is this one's, or the reason there is none.
+   * body: what the route has read already (an upload's bytes, or its parsed JSON).
+   */
+  async function elsewhere(c: Ctx, id: string, body?: Buffer | object): Promise<Response> {
     const rec = await requests.get(id);
     if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
-    throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+    const target = rec ? deps.handoff.target(c.env.incoming, rec.answerAt) : null;
+    if (!target) throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+    try {
+      const res = await deps.handoff.forward(target, c.env.incoming, id, body === undefined || Buffer.isBuffer(body) ? body : JSON.stringify(body));
+      metrics.uploadsForwarded.inc({ outcome: String(res.status) });
+      return res;
+    } catch (err) {
+      metrics.uploadsForwarded.inc({ outcome: err instanceof RelayError && err.code === 'GONE' ? 'unreachable' : 'failed' });
+      throw err;
+    }
   }
 
-  /** The local sink of a live request, or the reason there is none. */
-  async function sinkFor(id: string, connector: string, attempt: number): Promise<Sink> {
+  /** The local sink of a live request, or the answer of the instance that holds it. */
+  async function sinkFor(c: Ctx, id: string, connector: string, attempt: number, body?: object): Promise<Sink | Response> {
     const sink = liveSink(id, connector);
     if (sink) return sink;
     await requests.guard(id, connector, attempt, 'upload');
-    return noSink(id);
+    return elsewhere(c, id, body);
   }
 
   /** Fails the request and the client's answer with err, then rethrows it to the connector. */
@@ -53,7 +66,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const p = await principalOf(deps, c, 'connector');
     const id = c.req.param('id');
     const body = await readJson(c.env.incoming, JSON_LIMIT, streamInitSchema);
-    const sink = await sinkFor(id, p.id, body.attempt);
+    const sink = await sinkFor(c, id, p.id, body.attempt, body);
+    if (sink instanceof Response) return sink;
     await requests.guard(id, p.id, body.attempt, 'upload');
     try {
       sink.init({ contentType: body.content_type, totalBytes: body.total_bytes ?? null });
@@ -79,7 +93,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     // Room first, body second: a chunk that would only be answered BACKPRESSURE is never
     // buffered (a slow client must not turn into allocations on the router).
     const head = uploadHead(req, deps.cfg.chunkSize);
-    const sink = await sinkFor(id, p.id, head.attempt);
+    const sink = await sinkFor(c, id, p.id, head.attempt);
+    if (sink instanceof Response) return sink;
     let admitted;
     // Every body read or discarded leaves dead socket buffers behind (young-gc.ts).
     deps.youngGc.read(Number(req.headers['content-length']) || 0);
@@ -150,7 +165,8 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const id = c.req.param('id');
     const body = await readJson(c.env.incoming, JSON_LIMIT, streamCompleteSchema);
     if ((await requests.guard(id, p.id, body.attempt, 'final')) === 'COMPLETE') return c.body(null, 204);
-    const sink = await sinkFor(id, p.id, body.attempt);
+    const sink = await sinkFor(c, id, p.id, body.attempt, body);
+    if (sink instanceof Response) return sink;
     try {
       await sink.complete(body);
     } catch (err) {
@@ -172,7 +188,7 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     const sink = liveSink(id, p.id);
     if (!sink) {
       if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
-      return noSink(id);
+      return elsewhere(c, id, up.body);
     }
     const state = await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
     if (state === 'COMPLETE') return c.body(null, 204);

@@ -1,0 +1,84 @@
+// Result hand-off between router instances. Behind a load balancer a connector's uploads and
+// the client's request may land on different instances (DESIGN.md, Router), while a sync or
+// stream answer lives in the memory of the instance that holds the client's response. That
+// instance writes its address on the request (`answer_at`, found through Redis); an upload
+// reaching another instance is passed to it as it came, and its answer passed back. The holder
+// does every check (checksum, window, idempotency), so nothing is decided twice.
+import type { IncomingMessage } from 'node:http';
+import { hostname } from 'node:os';
+import { rootCertificates } from 'node:tls';
+import { Agent, request } from 'undici';
+import type { Logger } from '../log.js';
+import { RelayError } from '../protocol/errors.js';
+
+/** Set on a passed-on upload, naming the instance that passed it: it is never passed on again. */
+export const FORWARDED_BY = 'x-relay-forwarded-by';
+
+// Hop-by-hop headers, and what undici sets itself.
+const NOT_PASSED = new Set(['host', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'expect', 'proxy-authorization', 'proxy-connection', FORWARDED_BY]);
+const ANSWER_HEADERS = ['content-type', 'retry-after', 'retry-after-ms'];
+/** undici's connect failures: nothing reached the holder, which is gone (or was never there). */
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
+
+/** The address other instances reach this one at: RELAY_ADVERTISE_URL, else host and port. */
+export function advertisedUrl(configured: string | undefined, host: string, port: number, tls: boolean): string {
+  if (configured) return configured.replace(/\/+$/, '');
+  const h = host === '0.0.0.0' || host === '::' ? hostname() : host;
+  return `${tls ? 'https' : 'http'}://${h.includes(':') ? `[${h}]` : h}:${port}`;
+}
+
+export class Handoff {
+  private readonly agent: Agent;
+  /** This instance's advertised URL, set once it listens (advertisedUrl). */
+  self = '';
+
+  /** ca: this instance's own certificate, trusted for instances that share it. */
+  constructor(
+    private readonly log: Logger,
+    ca?: string,
+  ) {
+    // The holder answers a chunk within its room wait (2 s) plus the time to read it.
+    this.agent = new Agent({ connections: 128, keepAliveTimeout: 30_000, headersTimeout: 60_000, bodyTimeout: 60_000, ...(ca ? { connect: { ca: [...rootCertificates, ca] } } : {}) });
+  }
+
+  /** The instance to pass this upload to, or null: the answer is here, unknown, or the upload was passed already. */
+  target(req: IncomingMessage, answerAt: string | null): string | null {
+    if (!answerAt || answerAt === this.self || req.headers[FORWARDED_BY] !== undefined) return null;
+    return answerAt;
+  }
+
+  /**
+   * Passes a connector's upload to the instance holding the answer and returns that instance's
+   * answer. `body`: the bytes when the route has read them already, else the body is streamed.
+   */
+  async forward(target: string, req: IncomingMessage, requestId: string, body?: Buffer | string): Promise<Response> {
+    const headers: Record<string, string> = { [FORWARDED_BY]: this.self };
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || NOT_PASSED.has(name)) continue;
+      headers[name] = Array.isArray(value) ? value.join(', ') : value;
+    }
+    if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+    try {
+      const res = await request(`${target}${req.url ?? '/'}`, { method: 'POST', headers, body: body ?? req, dispatcher: this.agent });
+      const bytes = Buffer.from(await res.body.arrayBuffer());
+      const out = new Headers();
+      for (const name of ANSWER_HEADERS) {
+        const v = res.headers[name];
+        if (typeof v === 'string') out.set(name, v);
+      }
+      return new Response(bytes.length > 0 && res.statusCode !== 204 ? bytes : null, { status: res.statusCode, headers: out });
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (UNREACHABLE.has(code)) {
+        // Its client went with it; a client that re-attaches elsewhere starts a new attempt.
+        throw new RelayError('GONE', `the router instance holding this request's client (${target}) cannot be reached: stop sending`, { requestId });
+      }
+      this.log.warn({ request: requestId, target, err: (err as Error).message }, 'passing an upload to the instance holding the answer failed');
+      throw new RelayError('INTERNAL', `passing the upload to the router instance holding this request's client failed (${code || (err as Error).message}); retry`, { requestId, retryAfterMs: 1000 });
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+}
