@@ -20,6 +20,9 @@ const ANSWER_HEADERS = ['content-type', 'retry-after', 'retry-after-ms'];
 /** undici's connect failures: nothing reached the holder, which is gone (or was never there). */
 const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT']);
 
+const HOLDERS_KEPT = 10_000;
+const HOLDER_KEPT_MS = 60_000;
+
 /** The address other instances reach this one at: RELAY_ADVERTISE_URL, else host and port. */
 export function advertisedUrl(configured: string | undefined, host: string, port: number, tls: boolean): string {
   if (configured) return configured.replace(/\/+$/, '');
@@ -29,6 +32,8 @@ export function advertisedUrl(configured: string | undefined, host: string, port
 
 export class Handoff {
   private readonly agent: Agent;
+  /** `<request>:<attempt>` → the instance holding its answer, oldest first (bounded). */
+  private readonly holders = new Map<string, { at: string; until: number }>();
   /** This instance's advertised URL, set once it listens (advertisedUrl). */
   self = '';
 
@@ -41,10 +46,22 @@ export class Handoff {
     this.agent = new Agent({ connections: 128, keepAliveTimeout: 30_000, headersTimeout: 60_000, bodyTimeout: 60_000, ...(ca ? { connect: { ca: [...rootCertificates, ca] } } : {}) });
   }
 
-  /** The instance to pass this upload to, or null: the answer is here, unknown, or the upload was passed already. */
-  target(req: IncomingMessage, answerAt: string | null): string | null {
-    if (!answerAt || answerAt === this.self || req.headers[FORWARDED_BY] !== undefined) return null;
-    return answerAt;
+  /**
+   * The instance to pass this upload to, or null: the answer is here, unknown, or the upload was
+   * passed already. `answerAt` reads the record. Only a re-attach moves an answer, and it starts
+   * a new attempt, so a request's holder is kept per attempt: a stream's chunks after its first
+   * cost no Redis call here.
+   */
+  async target(req: IncomingMessage, id: string, attempt: number, answerAt: () => Promise<string | null>): Promise<string | null> {
+    if (req.headers[FORWARDED_BY] !== undefined) return null;
+    const key = `${id}:${attempt}`;
+    const known = this.holders.get(key);
+    if (known && known.until > Date.now()) return known.at;
+    const at = await answerAt();
+    if (!at || at === this.self) return null;
+    if (this.holders.size >= HOLDERS_KEPT) this.holders.delete(this.holders.keys().next().value!);
+    this.holders.set(key, { at, until: Date.now() + HOLDER_KEPT_MS });
+    return at;
   }
 
   /**

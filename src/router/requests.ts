@@ -334,6 +334,11 @@ export class Requests {
     await this.r.hset(keys.request(id), fields);
   }
 
+  /** The instance holding the request's client answer (sync and stream), if recorded. */
+  async answerAt(id: string): Promise<string | null> {
+    return this.r.hget(keys.request(id), 'answer_at');
+  }
+
   /** A re-attached client's answer is now held by the instance at `at`: uploads go there, an older answer elsewhere ends. */
   async moveAnswer(id: string, at: string): Promise<void> {
     const ev: BusEvent = { t: 'answer', id, at };

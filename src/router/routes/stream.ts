@@ -24,15 +24,15 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
   }
 
   /**
-   * No live sink here for a request whose guard passed: the instance holding the client's answer
-   * gets the upload (handoff.ts) and its answer is this one's, or the reason there is none.
+   * No live sink here: if another instance holds the client's answer, the upload goes there
+   * (handoff.ts) and its answer is this one's. That instance guards it, as for a direct upload.
    * body: what the route has read already (an upload's bytes, or its parsed JSON).
    */
-  async function elsewhere(c: Ctx, id: string, body?: Buffer | object): Promise<Response> {
-    const rec = await requests.get(id);
-    if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
-    const target = rec ? deps.handoff.target(c.env.incoming, rec.answerAt) : null;
-    if (!target) throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+  async function passOn(c: Ctx, id: string, attempt: number, body?: Buffer | object): Promise<Response | null> {
+    const target = await deps.handoff.target(c.env.incoming, id, attempt, () => requests.answerAt(id));
+    if (!target) return null;
+    // A streamed body leaves dead socket buffers here too (young-gc.ts).
+    if (body === undefined) deps.youngGc.read(Number(c.env.incoming.headers['content-length']) || 0);
     try {
       const res = await deps.handoff.forward(target, c.env.incoming, id, body === undefined || Buffer.isBuffer(body) ? body : JSON.stringify(body));
       metrics.uploadsForwarded.inc({ outcome: String(res.status) });
@@ -43,12 +43,21 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     }
   }
 
-  /** The local sink of a live request, or the answer of the instance that holds it. */
+  /** Why there is no answer anywhere for a request whose guard passed. */
+  async function noSink(id: string): Promise<never> {
+    const rec = await requests.get(id);
+    if (rec?.mode === 'offload') throw new RelayError('BAD_REQUEST', 'offload results go to the object store (offload/parts, offload/complete)', { requestId: id });
+    throw new RelayError('GONE', 'no client is waiting for this result on this router: stop sending', { requestId: id });
+  }
+
+  /** The local sink of a live request, the answer of the instance that holds it, or the reason there is neither. */
   async function sinkFor(c: Ctx, id: string, connector: string, attempt: number, body?: object): Promise<Sink | Response> {
     const sink = liveSink(id, connector);
     if (sink) return sink;
+    const passed = await passOn(c, id, attempt, body);
+    if (passed) return passed;
     await requests.guard(id, connector, attempt, 'upload');
-    return elsewhere(c, id, body);
+    return noSink(id);
   }
 
   /** Fails the request and the client's answer with err, then rethrows it to the connector. */
@@ -187,8 +196,10 @@ export function streamRoutes(app: Hono<Env>, deps: RouterDeps): void {
     // round trip, then one more for the end. A repeat after the end is harmless (204).
     const sink = liveSink(id, p.id);
     if (!sink) {
+      const passed = await passOn(c, id, up.attempt, up.body);
+      if (passed) return passed;
       if ((await requests.guard(id, p.id, up.attempt, 'upload')) === 'COMPLETE') return c.body(null, 204);
-      return elsewhere(c, id, up.body);
+      return noSink(id);
     }
     const state = await requests.putChunk(id, p.id, up.attempt, 0, up.checksum, up.decodedLength);
     if (state === 'COMPLETE') return c.body(null, 204);
