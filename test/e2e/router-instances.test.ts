@@ -5,6 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
@@ -180,6 +181,49 @@ describe('a real connector on the other instance', () => {
       }
     } finally {
       await s.killConnector('SIGTERM');
+      wire = await new WireConnector(b, s.connectorToken).connect();
+    }
+  });
+});
+
+/** A round-robin TCP balancer in front of the routers: each new connection goes to the next one. */
+async function balancer(targets: string[]): Promise<{ url: string; close(): void }> {
+  let next = 0;
+  const server = createServer((down) => {
+    const { hostname, port } = new URL(targets[next++ % targets.length]!);
+    const up = connect(Number(port), hostname);
+    down.pipe(up).pipe(down);
+    up.on('error', () => down.destroy());
+    down.on('error', () => up.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
+}
+
+describe('behind a round-robin balancer', () => {
+  test('a real connector and clients whose connections alternate between the instances: every mode byte-identical', { timeout: 90_000 }, async () => {
+    wire.close();
+    const want = await s.writeData('sales/6mb.csv', csv(6 * 1024 * 1024));
+    const lb = await balancer([s.routerUrl, b]);
+    await s.startConnector({ RELAY_HTTP_CONNECTIONS: '8' }, lb.url);
+    try {
+      const runs = [];
+      for (let i = 0; i < 4; i++) {
+        for (const fetchIt of [requestSync, requestStream, requestOffload]) {
+          const out = new PassThrough();
+          const parts: Buffer[] = [];
+          out.on('data', (d: Buffer) => parts.push(d));
+          runs.push(fetchIt({ ...s.clientCfg(), routerUrl: lb.url }, { connector: s.connectorId, dataset: 'sales/6mb.csv' }, out).then((r) => ({ r, bytes: () => Buffer.concat(parts) })));
+        }
+      }
+      for (const { r, bytes } of await Promise.all(runs)) {
+        assert.ok(r.verified);
+        assert.ok(bytes().equals(want), `${r.requestId}: byte-identical`);
+      }
+      assert.ok((await forwarded(s.routerUrl)) + (await forwarded(b)) > 0, 'some uploads were passed between the instances');
+    } finally {
+      await s.killConnector('SIGTERM');
+      lb.close();
       wire = await new WireConnector(b, s.connectorToken).connect();
     }
   });
