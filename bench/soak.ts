@@ -1,9 +1,12 @@
-// `npm run soak -- --minutes N [--concurrency C] [--record]`: mixed requests (all three modes,
+// `npm run soak -- --minutes N [--concurrency C] [--routers R] [--record]`: mixed requests (all three modes,
 // results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
 // connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
 // latency and squeezes bandwidth, the connector and the router are killed now and then, Redis
 // is restarted, the router's link to Redis is cut, and the object store is unreachable for a
-// few seconds (the object store and Redis are processes of the soak's own). Every request
+// few seconds (the object store and Redis are processes of the soak's own). With --routers 2
+// or more, the routers share Redis and the store behind a round-robin balancer, so uploads
+// and re-attaches land on other instances than the client's answer (router/handoff.ts), and a
+// router kill takes one of them. Every request
 // must end byte-identical or with an explicit protocol error: one line per mode says
 // requested / byte-identical / explicit error / lost / corrupt. Exits 1 when anything was lost
 // or corrupt.
@@ -19,6 +22,7 @@ import { closeHttp, requestOffload, requestStream, requestSync } from '../src/cl
 import { Xxh64Stream } from '../src/protocol/checksum.js';
 import { RelayError } from '../src/protocol/errors.js';
 import { generateSampleData } from '../src/cli/sample-data.js';
+import { startBalancer } from '../test/helpers/balancer.js';
 import { FaultProxy, type Faults } from '../test/helpers/fault-proxy.js';
 import { RedisServer } from '../test/helpers/redis-server.js';
 import { REPO, Stack, sleep, type Proc } from '../test/helpers/stack.js';
@@ -28,14 +32,16 @@ const { values: args } = parseArgs({
   options: {
     minutes: { type: 'string', default: '1' },
     concurrency: { type: 'string', default: '4' },
+    routers: { type: 'string', default: '1' },
     seed: { type: 'string' },
     record: { type: 'boolean', default: false },
   },
 });
 const MINUTES = Number(args.minutes);
 const CONCURRENCY = Number(args.concurrency);
-if (!(MINUTES > 0) || !(CONCURRENCY >= 1)) {
-  process.stderr.write('soak: --minutes must be > 0 and --concurrency ≥ 1\n');
+const ROUTERS = Number(args.routers);
+if (!(MINUTES > 0) || !(CONCURRENCY >= 1) || !(Number.isInteger(ROUTERS) && ROUTERS >= 1 && ROUTERS <= 4)) {
+  process.stderr.write('soak: --minutes must be > 0, --concurrency ≥ 1, --routers from 1 to 4\n');
   process.exit(2);
 }
 /** A request that has not ended this long after its own timeout is counted as lost. */
@@ -153,12 +159,20 @@ async function main(): Promise<void> {
       RELAY_S3_SECRET_KEY: 'S3RVER',
     },
   });
-  const router = new URL(stack.routerUrl);
-  const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
   // What the processes logged as warnings: the recoveries behind the table (a stalled chunk
   // replaced, an unstored key taken over, a complete found done), and anything unexpected.
   const warnings = new Map<string, number>();
   tallyWarnings(stack.router, 'router', warnings);
+  // Further instances keep their ports across kills, so the balancer's targets stay valid.
+  const peers: Awaited<ReturnType<Stack['startPeerRouter']>>[] = [];
+  for (let i = 1; i < ROUTERS; i++) {
+    peers.push(await stack.startPeerRouter());
+    tallyWarnings(peers.at(-1)!.proc, 'router', warnings);
+  }
+  const lb = peers.length > 0 ? await startBalancer([stack.routerUrl, ...peers.map((p) => p.url)]) : null;
+  const router = new URL(lb?.url ?? stack.routerUrl);
+  const toRouter = await FaultProxy.start({ target: { host: router.hostname, port: Number(router.port) } });
+  const clientCfg = { ...stack.clientCfg(), routerUrl: lb?.url ?? stack.routerUrl };
   const startConnector = async () => tallyWarnings(await stack.startConnector({}, toRouter.url()), 'connector', warnings);
   const tallies = new Map<Mode, Tally>(MODES.map((m) => [m, { requested: 0, ok: 0, error: 0, lost: 0, corrupt: 0, bytes: 0, codes: new Map() }]));
   const faultLog = new Map<string, number>();
@@ -181,7 +195,8 @@ async function main(): Promise<void> {
     await startConnector();
 
     const endAt = Date.now() + MINUTES * 60_000;
-    process.stderr.write(`soak: ${MINUTES} min, ${CONCURRENCY} concurrent requests, faults on the connector's link\n`);
+    const where = lb ? `, ${ROUTERS} routers behind a round-robin balancer` : '';
+    process.stderr.write(`soak: ${MINUTES} min, ${CONCURRENCY} concurrent requests${where}, faults on the connector's link\n`);
 
     // The fault schedule: a random fault for 2–4 s, then 2–4 s of calm, until the end.
     const chaos = (async () => {
@@ -195,8 +210,17 @@ async function main(): Promise<void> {
           await stack.killConnector('SIGKILL');
           await startConnector();
         } else if (fault === 'kill-router') {
-          await stack.restartRouter('SIGKILL');
-          tallyWarnings(stack.router, 'router', warnings);
+          const k = Math.floor(Math.random() * ROUTERS);
+          if (k === 0) {
+            await stack.restartRouter('SIGKILL');
+            tallyWarnings(stack.router, 'router', warnings);
+          } else {
+            const old = peers[k - 1]!;
+            old.proc.child.kill('SIGKILL');
+            await old.proc.exited;
+            peers[k - 1] = await stack.startPeerRouter({ RELAY_PORT: new URL(old.url).port });
+            tallyWarnings(peers[k - 1]!.proc, 'router', warnings);
+          }
         } else if (fault === 'restart-redis') {
           await redis.restart('SIGTERM', 1000 + Math.random() * 1000);
         } else if (fault === 'cut-redis') {
@@ -225,7 +249,7 @@ async function main(): Promise<void> {
         t.requested++;
         const { out, digest, bytes } = hashingOutput();
         const fn = mode === 'sync' ? requestSync : mode === 'stream' ? requestStream : requestOffload;
-        const run = fn(stack.clientCfg(), { connector: stack.connectorId, dataset, timeout_s: TIMEOUT_S }, out, { idempotencyKey: randomUUID() });
+        const run = fn(clientCfg, { connector: stack.connectorId, dataset, timeout_s: TIMEOUT_S }, out, { idempotencyKey: randomUUID() });
         let timer: NodeJS.Timeout | undefined;
         const lost = new Promise<'lost'>((r) => (timer = setTimeout(() => r('lost'), LOST_AFTER_MS)));
         let outcome: Outcome;
@@ -273,7 +297,7 @@ async function main(): Promise<void> {
       const when = new Date().toISOString().slice(0, 10);
       await appendFile(
         join(REPO, 'bench/RESULTS.md'),
-        `\n## ${when} — soak, ${MINUTES} min\n\nMachine: ${await machine()}. ${CONCURRENCY} concurrent requests, random mode and dataset (0 B to 100 MB), faults on the connector's link to the router.\n\n${table}\n\nFaults injected: ${faults}.\n\nWarnings logged: ${logged}.\n`,
+        `\n## ${when} — soak, ${MINUTES} min\n\nMachine: ${await machine()}. ${CONCURRENCY} concurrent requests${where}, random mode and dataset (0 B to 100 MB), faults on the connector's link to the router.\n\n${table}\n\nFaults injected: ${faults}.\n\nWarnings logged: ${logged}.\n`,
       );
     }
     const bad = [...tallies.values()].reduce((n, t) => n + t.lost + t.corrupt, 0);
@@ -281,6 +305,7 @@ async function main(): Promise<void> {
   } finally {
     await closeHttp();
     await stack.stop();
+    await lb?.close();
     await toRouter.close();
     await toRedis.close();
     await toStore.close();

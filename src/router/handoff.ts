@@ -86,6 +86,8 @@ export class Handoff {
       return new Response(bytes.length > 0 && res.statusCode !== 204 ? bytes : null, { status: res.statusCode, headers: out });
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
+      // The connector's own link broke while its body was being passed on: as for a direct upload.
+      if (body === undefined && (req.errored || req.destroyed)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
       if (UNREACHABLE.has(code)) {
         // Its client went with it; a client that re-attaches elsewhere starts a new attempt.
         throw new RelayError('GONE', `the router instance holding this request's client (${target}) cannot be reached: stop sending`, { requestId });

@@ -5,11 +5,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { connect, createServer, type AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
+import { startBalancer } from '../helpers/balancer.js';
 import { CHUNK, csv, sleep, Stack } from '../helpers/stack.js';
 import { WireConnector } from '../helpers/wire.js';
 
@@ -186,25 +186,11 @@ describe('a real connector on the other instance', () => {
   });
 });
 
-/** A round-robin TCP balancer in front of the routers: each new connection goes to the next one. */
-async function balancer(targets: string[]): Promise<{ url: string; close(): void }> {
-  let next = 0;
-  const server = createServer((down) => {
-    const { hostname, port } = new URL(targets[next++ % targets.length]!);
-    const up = connect(Number(port), hostname);
-    down.pipe(up).pipe(down);
-    up.on('error', () => down.destroy());
-    down.on('error', () => up.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => server.close() };
-}
-
 describe('behind a round-robin balancer', () => {
   test('a real connector and clients whose connections alternate between the instances: every mode byte-identical', { timeout: 90_000 }, async () => {
     wire.close();
     const want = await s.writeData('sales/6mb.csv', csv(6 * 1024 * 1024));
-    const lb = await balancer([s.routerUrl, b]);
+    const lb = await startBalancer([s.routerUrl, b]);
     await s.startConnector({ RELAY_HTTP_CONNECTIONS: '8' }, lb.url);
     try {
       const runs = [];
@@ -223,7 +209,7 @@ describe('behind a round-robin balancer', () => {
       assert.ok((await forwarded(s.routerUrl)) + (await forwarded(b)) > 0, 'some uploads were passed between the instances');
     } finally {
       await s.killConnector('SIGTERM');
-      lb.close();
+      await lb.close();
       wire = await new WireConnector(b, s.connectorToken).connect();
     }
   });

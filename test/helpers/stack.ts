@@ -140,14 +140,13 @@ export class Stack {
    * its URL. Stopped with the stack.
    */
   async startPeerRouter(env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> {
+    // The stack's store, or else the first router's embedded one (s3rver knows one fixed key pair).
+    const store: Record<string, string> = this.opts.routerEnv?.RELAY_S3_ENDPOINT ? {} : { RELAY_S3_ENDPOINT: this.s3Endpoint(), RELAY_S3_ACCESS_KEY: 'S3RVER', RELAY_S3_SECRET_KEY: 'S3RVER' };
     const proc = run(['router'], {
       RELAY_PORT: '0',
       RELAY_HOST: '127.0.0.1',
       RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL,
-      // The first router's embedded store (s3rver knows one fixed key pair).
-      RELAY_S3_ENDPOINT: this.s3Endpoint(),
-      RELAY_S3_ACCESS_KEY: 'S3RVER',
-      RELAY_S3_SECRET_KEY: 'S3RVER',
+      ...store,
       RELAY_ADMIN_TOKEN: this.adminToken,
       ...this.opts.routerEnv,
       ...env,
