@@ -89,7 +89,9 @@ export class Handoff {
       // The connector's own link broke while its body was being passed on: as for a direct upload.
       if (body === undefined && (req.errored || req.destroyed)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
       if (UNREACHABLE.has(code)) {
-        // Its client went with it; a client that re-attaches elsewhere starts a new attempt.
+        // Its client went with it; a client that re-attaches elsewhere starts a new attempt. Said
+        // once per attempt (the connector stops at GONE); a wrong RELAY_ADVERTISE_URL shows here.
+        this.log.warn({ request: requestId, target, err: code }, 'the instance holding the answer cannot be reached');
         throw new RelayError('GONE', `the router instance holding this request's client (${target}) cannot be reached: stop sending`, { requestId });
       }
       this.log.warn({ request: requestId, target, err: (err as Error).message }, 'passing an upload to the instance holding the answer failed');

@@ -16,6 +16,7 @@ import { WireConnector } from '../helpers/wire.js';
 let s: Stack;
 /** The second instance. */
 let b: string;
+let bLines: string[];
 /** The connector's event stream, on the second instance; its uploads go there too. */
 let wire: WireConnector;
 /** The same connector's uploads to the first instance. */
@@ -25,7 +26,9 @@ const GRACE_S = 2;
 before(async () => {
   const routerEnv = { RELAY_REATTACH_GRACE_S: String(GRACE_S), RELAY_PROGRESS_TIMEOUT_S: '30' };
   s = await Stack.start({ connector: false, routerEnv });
-  b = (await s.startPeerRouter()).url;
+  const peer = await s.startPeerRouter();
+  b = peer.url;
+  bLines = peer.proc.lines;
   wire = await new WireConnector(b, s.connectorToken).connect();
   wireA = new WireConnector(s.routerUrl, s.connectorToken);
 });
@@ -229,5 +232,7 @@ describe('the instance holding the answer is gone', () => {
     const body = (await res.json()) as { error: { code: string; message: string } };
     assert.equal(body.error.code, 'GONE');
     assert.match(body.error.message, /cannot be reached/);
+    await sleep(200);
+    assert.ok(bLines.some((l) => l.includes(id) && l.includes('cannot be reached')), 'the passing instance says so in its log (a wrong RELAY_ADVERTISE_URL shows there)');
   });
 });
