@@ -1,15 +1,14 @@
-// `npm run soak -- --minutes N [--concurrency C] [--routers R] [--record]`: mixed requests (all three modes,
-// results from 0 bytes to 100 MB) for N minutes while a fault-injecting proxy between the
-// connector and the router cuts event streams, answers 502, corrupts and resets uploads, adds
-// latency and squeezes bandwidth, the connector and the router are killed now and then, Redis
-// is restarted, the router's link to Redis is cut, and the object store is unreachable for a
-// few seconds (the object store and Redis are processes of the soak's own). With --routers 2
-// or more, the routers share Redis and the store behind a round-robin balancer, so uploads
-// and re-attaches land on other instances than the client's answer (router/handoff.ts), and a
-// router kill takes one of them. Every request
-// must end byte-identical or with an explicit protocol error: one line per mode says
-// requested / byte-identical / explicit error / lost / corrupt. Exits 1 when anything was lost
-// or corrupt.
+// `npm run soak -- --minutes N [--concurrency C] [--routers R] [--record]`: mixed requests
+// (all three modes, results from 0 bytes to 100 MB) for N minutes while a fault-injecting
+// proxy between the connector and the router cuts event streams, answers 502, corrupts and
+// resets uploads, adds latency and squeezes bandwidth, the connector and the router are
+// killed now and then, Redis is restarted, the router's link to Redis is cut, and the object
+// store is unreachable for a few seconds (the object store and Redis are processes of the
+// soak's own). With --routers 2 or more, the routers share Redis and the store behind a
+// round-robin balancer, so uploads and re-attaches land on other instances than the client's
+// answer (router/handoff.ts), and a router kill takes one of them. Every request must end
+// byte-identical or with an explicit protocol error: one line per mode says requested /
+// byte-identical / explicit error / lost / corrupt. Exits 1 when anything was lost or corrupt.
 import { createReadStream } from 'node:fs';
 import { appendFile, mkdtemp, rm } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
