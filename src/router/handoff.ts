@@ -10,6 +10,7 @@ import { rootCertificates } from 'node:tls';
 import { Agent, request } from 'undici';
 import type { Logger } from '../log.js';
 import { RelayError } from '../protocol/errors.js';
+import { isWildcard, urlOf } from './http.js';
 
 /** Set on a passed-on upload, naming the instance that passed it: it is never passed on again. */
 export const FORWARDED_BY = 'x-relay-forwarded-by';
@@ -26,8 +27,7 @@ const HOLDER_KEPT_MS = 60_000;
 /** The address other instances reach this one at: RELAY_ADVERTISE_URL, else host and port. */
 export function advertisedUrl(configured: string | undefined, host: string, port: number, tls: boolean): string {
   if (configured) return configured.replace(/\/+$/, '');
-  const h = host === '0.0.0.0' || host === '::' ? hostname() : host;
-  return `${tls ? 'https' : 'http'}://${h.includes(':') ? `[${h}]` : h}:${port}`;
+  return urlOf(isWildcard(host) ? hostname() : host, port, tls);
 }
 
 export class Handoff {

@@ -18,6 +18,14 @@ export function onClosed(res: ServerResponse, fn: () => void): void {
   if (res.destroyed) once();
 }
 
+/** The URL of a server listening on host and port (an IPv6 address in brackets). */
+export function urlOf(host: string, port: number, tls: boolean): string {
+  return `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** Whether host is the every-interface address (0.0.0.0, ::). */
+export const isWildcard = (host: string) => host === '0.0.0.0' || host === '::';
+
 /** A refused, cut or timed-out connection (Node's socket errors, ioredis's closed connection). */
 export function isConnectionError(err: unknown): boolean {
   const { code, message } = err as { code?: string; message?: string };

@@ -18,7 +18,7 @@ import { Dispatcher } from './dispatch.js';
 import { advertisedUrl, Handoff } from './handoff.js';
 import { Limiter } from './limits.js';
 import { createMetrics } from './metrics.js';
-import { bodyReads } from './http.js';
+import { bodyReads, isWildcard, urlOf } from './http.js';
 import { connectRedis } from './redis.js';
 import { Requests } from './requests.js';
 import { uploadLimit } from './routes/uploads.js';
@@ -145,8 +145,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger = createLogger(
     server.listen(cfg.port, cfg.host, () => resolve());
   });
   const port = (server.address() as AddressInfo).port;
-  const host = cfg.host === '0.0.0.0' || cfg.host === '::' ? '127.0.0.1' : cfg.host;
-  const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const url = urlOf(isWildcard(cfg.host) ? '127.0.0.1' : cfg.host, port, tls !== null);
   handoff.self = advertisedUrl(cfg.advertiseUrl, cfg.host, port, tls !== null);
   log.info({ url, instance: instanceId, advertised: handoff.self }, 'router listening');
 

@@ -14,7 +14,7 @@ export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
   // A client re-attached through another instance: the answer it left here ends.
   deps.bus.on('answer', (ev: { id: string; at: string }) => {
     const old = deps.sinks.get(ev.id);
-    if (old && !old.isEnded && ev.at !== deps.handoff.self) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: ev.id }));
+    if (old && !old.isEnded && ev.at !== deps.handoff.self) old.fail(tookOver(ev.id));
   });
   for (const mode of ['sync', 'stream', 'offload'] as const) {
     app.post(`/v1/datasets/request-${mode}`, async (c) => {
@@ -186,6 +186,9 @@ function newSink(deps: RouterDeps, req: IncomingMessage, res: ServerResponse, id
   return sink;
 }
 
+/** How an older answer ends when a re-attach (here or on another instance) takes over. */
+const tookOver = (id: string) => new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id });
+
 /**
  * The same Idempotency-Key again for a sync or stream request that is still running: the
  * client lost its answer (dropped connection, router restart). This answer takes over and the
@@ -199,7 +202,7 @@ async function reattach(deps: RouterDeps, req: IncomingMessage, res: ServerRespo
   if (!rec || rec.mode !== mode || rec.status === 'failed' || rec.status === 'cancelled') return false;
   const old = deps.sinks.get(id);
   const sink = newSink(deps, req, res, id, mode, rec.connector, Date.now())!;
-  if (old && !old.isEnded) old.fail(new RelayError('GONE', 'a retry with the same Idempotency-Key took over this answer', { requestId: id }));
+  if (old && !old.isEnded) old.fail(tookOver(id));
   // Before the restart: the new attempt's uploads must find this answer wherever they land.
   await deps.requests.moveAnswer(id, deps.handoff.self);
   if (!(await deps.dispatcher.restartFromZero(id))) {
