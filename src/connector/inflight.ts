@@ -19,7 +19,8 @@ export class InFlight {
     /** Body bytes in flight at most (one task may always run, whatever its size). */
     readonly maxBytes = Infinity,
   ) {
-    // any-signal, as in connector.ts; its listener on the parent goes with the command.
+    // any-signal, not AbortSignal.any (slow on Node 20, and it keeps signals alive:
+    // nodejs/node#54614); its listener on the parent goes with the command.
     this.signal = anySignal([parent, this.inner.signal]);
     // Every upload in flight listens on these (undici, retry sleeps): more than Node's
     // default of 10 is expected here, not a leak.

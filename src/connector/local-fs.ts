@@ -11,7 +11,7 @@
 // event stream meanwhile, so those keep the pool. A synchronous call that is slow all the same
 // (a cold disk, a network mount inside the directory) sends every call back to the pool for a
 // while. Large reads always use the pool: they overlap with compression and uploads.
-import { close, closeSync, fstat, fstatSync, open, openSync, read, readSync, realpath, realpathSync, stat, statfsSync, statSync, type Stats } from 'node:fs';
+import { close, closeSync, fstat, fstatSync, lstat, lstatSync, open, openSync, read, readSync, realpath, realpathSync, stat, statfsSync, statSync, type Stats } from 'node:fs';
 
 /** statfs(2) f_type of the file systems whose metadata calls are served from local caches. */
 const LOCAL_FS: Record<number, string> = {
@@ -112,6 +112,7 @@ function call<T>(what: string, sync: () => T, pooled: (cb: (err: NodeJS.ErrnoExc
 export const fsCalls = {
   realpath: (p: string) => call<string>('realpath', () => realpathSync(p), (cb) => realpath(p, cb)),
   stat: (p: string) => call<Stats>('stat', () => statSync(p), (cb) => stat(p, cb)),
+  lstat: (p: string) => call<Stats>('lstat', () => lstatSync(p), (cb) => lstat(p, cb)),
   open: (p: string, flags: number) => call<number>('open', () => openSync(p, flags), (cb) => open(p, flags, cb)),
   fstat: (fd: number) => call<Stats>('fstat', () => fstatSync(fd), (cb) => fstat(fd, cb)),
   read: (fd: number, buf: Buffer, off: number, len: number, pos: number) =>

@@ -1,6 +1,6 @@
 // Sync and stream results (PROTOCOL.md §3.3): one `result` call for a result that fits in one
 // chunk, else stream/init → stream/chunk/{i} (parallel, out of order, retried) → stream/complete.
-import { Xxh64Stream } from '../protocol/checksum.js';
+import { xxh64, Xxh64Stream } from '../protocol/checksum.js';
 import { encodeChunk, type EncodedChunk } from '../protocol/codec.js';
 import { CONTENT_TYPES, HEADERS } from '../protocol/wire.js';
 import { requestPath, retryLogger, type ResultSummary, type UploadContext } from './context.js';
@@ -75,7 +75,9 @@ async function uploadSingle(ctx: UploadContext, decoded: Buffer, contentType: st
     done();
   }
   ctx.renew();
-  return { bytes: decoded.length, chunks: 1, checksum: new Xxh64Stream().update(decoded).digest(), sentChunks: 1, sentBytes: decoded.length };
+  // A raw body is the result itself: its checksum is already known.
+  const checksum = chunk.encoding === 'identity' ? chunk.checksum : xxh64(decoded);
+  return { bytes: decoded.length, chunks: 1, checksum, sentChunks: 1, sentBytes: decoded.length };
 }
 
 async function uploadChunked(ctx: UploadContext, source: ChunkSource, pending: Buffer[], it: AsyncIterator<Buffer>, contentType: string): Promise<ResultSummary> {

@@ -188,6 +188,40 @@ test('GONE on the ack stops the command quietly (uploads already under way stop 
   assert.ok(flow.filter((p) => p.startsWith('stream/chunk/')).length < 58, `${flow.length} calls`);
 });
 
+test("the command's deadline stops its work: no complete, no error", async () => {
+  await start();
+  router.faults.push((r) => (r.path.includes('/stream/chunk/') ? { status: 201, delay: 100 } : undefined));
+  // 58 chunks, 2 at a time, 100 ms each: ~3 s of uploads against a deadline 400 ms away.
+  const cmd = command({ dataset: 'big.csv', mode: 'stream', compression: 'none', deadline: new Date(Date.now() + 400).toISOString() });
+  const t0 = Date.now();
+  router.send('command', cmd);
+  await waitFor(() => ofRequest(cmd.request_id).some((p) => p.startsWith('stream/chunk/')) && connector!.stats.running === 0, 5000);
+  assert.ok(Date.now() - t0 < 1500, `stopped ${Date.now() - t0} ms after the command, its deadline was 400 ms away`);
+  await new Promise((r) => setTimeout(r, 150));
+  const flow = ofRequest(cmd.request_id);
+  assert.ok(!flow.includes('stream/complete') && !flow.includes('error'), flow.join(','));
+});
+
+test('an ack the router refuses stops the early upload, unreported, and a redelivery runs it again', async () => {
+  await start();
+  const refuse = { status: 403, delay: 150, body: { status: 'error', error: { code: 'FORBIDDEN', message: 'not yours' } } };
+  let refusing = true;
+  router.faults.push((r) => (refusing && r.path.endsWith('/ack') ? refuse : undefined));
+  router.faults.push((r) => (r.path.includes('/stream/chunk/') ? { status: 201, delay: 100 } : undefined));
+  const cmd = command({ dataset: 'big.csv', mode: 'stream', compression: 'none' });
+  router.send('command', cmd);
+  await waitFor(() => ofRequest(cmd.request_id).includes('ack') && connector!.stats.running === 0, 5000);
+  await new Promise((r) => setTimeout(r, 150));
+  const flow = ofRequest(cmd.request_id);
+  assert.ok(!flow.includes('stream/complete') && !flow.includes('error'), flow.join(','));
+  assert.ok(flow.filter((p) => p.startsWith('stream/chunk/')).length < 58, `${flow.length} calls`);
+  // Not done: the same attempt sent again is run again, not taken for a duplicate.
+  refusing = false;
+  router.faults.length = 1;
+  router.send('command', cmd);
+  await waitFor(() => ofRequest(cmd.request_id).includes('stream/complete'), 10_000, 'the redelivered command completes');
+});
+
 test('the ack is repeated every heartbeat while nothing is accepted (the lease)', async () => {
   await start({ heartbeat_s: 0.2, pingMs: 50 });
   router.faults.push((r) => (r.path.endsWith('/result') ? { status: 204, delay: 900 } : undefined));

@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, mkdir, writeFile, symlink, rm, realpath, stat, rename } from 'node:fs/promises';
+import { mkdtemp, mkdir, writeFile, symlink, rm, realpath, stat, lstat, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { RelayError } from '../../src/protocol/errors.js';
@@ -50,6 +50,10 @@ function recordingFs(): SandboxFs & { calls: string[] } {
     stat: async (p) => {
       calls.push(`stat ${p}`);
       return stat(p);
+    },
+    lstat: async (p) => {
+      calls.push(`lstat ${p}`);
+      return lstat(p);
     },
   };
 }
@@ -138,7 +142,21 @@ test('the sandbox only resolves and stats; rejected names touch nothing at all',
   assert.equal(await code('link-out', fs), 'FORBIDDEN');
   assert.ok(!fs.calls.some((c) => c.includes('secret')), `the outside target is never even stat'ed: ${fs.calls.join(', ')}`);
   assert.equal(await code('a.csv', fs), 'OK');
-  assert.ok(fs.calls.every((c) => c.startsWith('realpath ') || c.startsWith('stat ')));
+  assert.ok(fs.calls.every((c) => /^(realpath|stat|lstat) /.test(c)));
+});
+
+test('a path without symbolic links costs one lstat per component; a link falls back to realpath', async () => {
+  const calls = async (name: string) => {
+    const fs = recordingFs();
+    await code(name, fs);
+    // The first call resolves the data directory itself (not cached for a test double).
+    return fs.calls.slice(1).map((c) => c.replace(data, 'DATA'));
+  };
+  assert.deepEqual(await calls('a.csv'), ['lstat DATA/a.csv']);
+  assert.deepEqual(await calls('sub/b.csv'), ['lstat DATA/sub', 'lstat DATA/sub/b.csv']);
+  assert.deepEqual(await calls('link-in'), ['lstat DATA/link-in', 'realpath DATA/link-in', 'stat DATA/sub/b.csv']);
+  assert.deepEqual(await calls('./a.csv'), ['realpath DATA/./a.csv', 'stat DATA/a.csv']);
+  assert.equal((await resolveDataset(data, 'link-in')).realPath, path.join(data, 'sub', 'b.csv'));
 });
 
 test('isInside is exact about prefixes', () => {
