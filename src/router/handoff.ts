@@ -87,7 +87,9 @@ export class Handoff {
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
       // The connector's own link broke while its body was being passed on: as for a direct upload.
-      if (body === undefined && (req.errored || req.destroyed)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
+      // Not once the body is complete: Node destroys a request whose body was read to the end,
+      // and a failure after that (the holder dying before its answer) is not the connector's.
+      if (body === undefined && !req.complete && (req.errored || req.destroyed)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
       if (UNREACHABLE.has(code)) {
         // Its client went with it; a client that re-attaches elsewhere starts a new attempt. Said
         // once per attempt (the connector stops at GONE); a wrong RELAY_ADVERTISE_URL shows here.

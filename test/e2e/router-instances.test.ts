@@ -5,10 +5,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
+import { keys } from '../../src/router/redis.js';
 import { startBalancer } from '../helpers/balancer.js';
 import { CHUNK, csv, sleep, Stack } from '../helpers/stack.js';
 import { WireConnector } from '../helpers/wire.js';
@@ -219,6 +222,30 @@ describe('behind a round-robin balancer', () => {
 });
 
 describe('the instance holding the answer is gone', () => {
+  test('a holder that drops the connection after the whole body: retry later (500, Retry-After), not the connector\'s fault', { timeout: 30_000 }, async () => {
+    // Stands in for an instance killed between reading an upload and answering it.
+    const holder = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => res.socket?.destroy());
+    });
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+    try {
+      const pending = ask(s.routerUrl, 'stream', 'handoff-dropped.bin').catch(() => null);
+      const { request_id: id } = await commandFor('handoff-dropped.bin');
+      await s.redis.hset(keys.request(id), 'answer_at', `http://127.0.0.1:${(holder.address() as AddressInfo).port}`);
+      const res = await wire.chunk(id, 0, randomBytes(CHUNK));
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      assert.equal(res.status, 500, JSON.stringify(body));
+      assert.equal(body.error.code, 'INTERNAL');
+      assert.equal(res.headers.get('retry-after'), '1');
+      await fetch(`${s.routerUrl}/v1/requests/${id}`, { method: 'DELETE', headers: auth() });
+      await pending;
+    } finally {
+      holder.close();
+    }
+  });
+
+
   test('an upload for it is answered GONE (the connector stops)', { timeout: 30_000 }, async () => {
     const pending = ask(s.routerUrl, 'stream', 'handoff-gone.bin').catch(() => null);
     const { request_id: id } = await commandFor('handoff-gone.bin');
