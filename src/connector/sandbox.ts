@@ -87,9 +87,12 @@ export async function resolveDataset(dataDir: string, name: string, fs: SandboxF
  * lstat is the file's status. realpath walks from / instead (a call for each component of the
  * data directory as well) and a stat follows it: a 1 KB request of a file at the top of the
  * bench's data directory made 5 such calls, now 1. null at the first link, or for a name with
- * an empty or '.' component, which realpath then resolves as before.
+ * an empty or '.' component, which realpath then resolves as before. On Windows always null:
+ * there a backslash inside a component is a separator too (an unchecked junction could hide
+ * behind it), and names have other spellings that only the real path settles.
  */
 async function withoutLinks(root: string, name: string, fs: SandboxFs): Promise<{ real: string; st: FileStatus } | null> {
+  if (path.sep !== '/') return null;
   const parts = name.split('/');
   if (parts.some((p) => p === '' || p === '.')) return null;
   let p = root;

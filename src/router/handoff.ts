@@ -75,6 +75,8 @@ export class Handoff {
       headers[name] = Array.isArray(value) ? value.join(', ') : value;
     }
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+    // Taken now: Node detaches the connection from a request that was destroyed.
+    const conn = req.socket as IncomingMessage['socket'] | null;
     try {
       const res = await request(`${target}${req.url ?? '/'}`, { method: 'POST', headers, body: body ?? req, dispatcher: this.agent });
       const bytes = Buffer.from(await res.body.arrayBuffer());
@@ -86,17 +88,19 @@ export class Handoff {
       return new Response(bytes.length > 0 && res.statusCode !== 204 ? bytes : null, { status: res.statusCode, headers: out });
     } catch (err) {
       const code = (err as { code?: string }).code ?? '';
-      // The connector's own link broke while its body was being passed on: as for a direct upload.
-      // Not once the body is complete: Node destroys a request whose body was read to the end,
-      // and a failure after that (the holder dying before its answer) is not the connector's.
-      if (body === undefined && !req.complete && (req.errored || req.destroyed)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
+      // The connector's own link broke while its body was being passed on: as for a direct upload
+      // (nobody reads this answer; it keeps the log quiet). Told by its connection, not by the
+      // request: undici destroys the request it was passing when the holder fails mid-body, and
+      // Node destroys any request read to the end. Either way the connector is still there and
+      // must be told to retry, not that its body was cut.
+      if (body === undefined && !req.complete && (conn?.destroyed || conn?.writable === false)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
       if (UNREACHABLE.has(code)) {
         // Its client went with it; a client that re-attaches elsewhere starts a new attempt. Said
         // once per attempt (the connector stops at GONE); a wrong RELAY_ADVERTISE_URL shows here.
         this.log.warn({ request: requestId, target, err: code }, 'the instance holding the answer cannot be reached');
         throw new RelayError('GONE', `the router instance holding this request's client (${target}) cannot be reached: stop sending`, { requestId });
       }
-      this.log.warn({ request: requestId, target, err: (err as Error).message }, 'passing an upload to the instance holding the answer failed');
+      // Logged once, by the error handler (a passing failure).
       throw new RelayError('INTERNAL', `passing the upload to the router instance holding this request's client failed (${code || (err as Error).message}); retry`, { requestId, retryAfterMs: 1000 });
     }
   }

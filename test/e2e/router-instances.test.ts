@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { request } from 'undici';
 import { closeHttp, requestOffload, requestStream, requestSync } from '../../src/client/index.js';
 import { xxh64 } from '../../src/protocol/checksum.js';
@@ -222,29 +222,94 @@ describe('behind a round-robin balancer', () => {
 });
 
 describe('the instance holding the answer is gone', () => {
-  test('a holder that drops the connection after the whole body: retry later (500, Retry-After), not the connector\'s fault', { timeout: 30_000 }, async () => {
-    // Stands in for an instance killed between reading an upload and answering it.
-    const holder = createServer((req, res) => {
-      req.resume();
-      req.on('end', () => res.socket?.destroy());
-    });
-    await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
-    try {
-      const pending = ask(s.routerUrl, 'stream', 'handoff-dropped.bin').catch(() => null);
-      const { request_id: id } = await commandFor('handoff-dropped.bin');
-      await s.redis.hset(keys.request(id), 'answer_at', `http://127.0.0.1:${(holder.address() as AddressInfo).port}`);
-      const res = await wire.chunk(id, 0, randomBytes(CHUNK));
-      const body = (await res.json()) as { error: { code: string; message: string } };
-      assert.equal(res.status, 500, JSON.stringify(body));
-      assert.equal(body.error.code, 'INTERNAL');
-      assert.equal(res.headers.get('retry-after'), '1');
-      await fetch(`${s.routerUrl}/v1/requests/${id}`, { method: 'DELETE', headers: auth() });
-      await pending;
-    } finally {
-      holder.close();
+  test("a holder that drops the connection, mid-body or after it: retry later (500, Retry-After), not the connector's fault", { timeout: 30_000 }, async () => {
+    // Stands in for an instance killed while it reads an upload, or before it answers.
+    for (const when of ['mid-body', 'after the body'] as const) {
+      const holder = createServer((req, res) => {
+        let n = 0;
+        req.on('data', (d: Buffer) => {
+          n += d.length;
+          if (when === 'mid-body' && n >= 64 * 1024) res.socket?.destroy();
+        });
+        req.on('end', () => res.socket?.destroy());
+      });
+      await new Promise<void>((r) => holder.listen(0, '127.0.0.1', r));
+      try {
+        const dataset = `handoff-dropped-${when.replace(/ /g, '-')}.bin`;
+        const pending = ask(s.routerUrl, 'stream', dataset).catch(() => null);
+        const { request_id: id } = await commandFor(dataset);
+        await s.redis.hset(keys.request(id), 'answer_at', `http://127.0.0.1:${(holder.address() as AddressInfo).port}`);
+        // The chunk's second half comes 300 ms after its first: the passing instance is still
+        // reading it from the connector when a holder dies mid-body.
+        const data = randomBytes(CHUNK);
+        const res = await request(`${b}/v1/requests/${id}/stream/chunk/0`, {
+          method: 'POST',
+          headers: {
+            authorization: `Bearer ${s.connectorToken}`,
+            'content-type': 'application/octet-stream',
+            'content-length': String(CHUNK),
+            'x-relay-attempt': '1',
+            'x-relay-checksum': xxh64(data),
+            'x-relay-decoded-length': String(CHUNK),
+          },
+          body: Readable.from(
+            (async function* () {
+              yield data.subarray(0, CHUNK / 2);
+              await sleep(300);
+              yield data.subarray(CHUNK / 2);
+            })(),
+          ),
+        });
+        const body = (await res.body.json()) as { error: { code: string; message: string } };
+        assert.equal(res.statusCode, 500, `${when}: ${JSON.stringify(body)}`);
+        assert.equal(body.error.code, 'INTERNAL');
+        assert.equal(res.headers['retry-after'], '1');
+        await sleep(100);
+        const logged = bLines.filter((l) => l.includes(id));
+        assert.equal(logged.filter((l) => l.includes('asked to retry')).length, 1, `one warning: ${logged.join('\n')}`);
+        assert.ok(!logged.some((l) => l.includes('internal error')), 'not logged as a bug');
+        await fetch(`${s.routerUrl}/v1/requests/${id}`, { method: 'DELETE', headers: auth() });
+        await pending;
+      } finally {
+        holder.close();
+      }
     }
   });
 
+  test("a connector whose own link breaks mid-body is not taken for a failing holder; its retry goes through", { timeout: 30_000 }, async () => {
+    const pending = ask(s.routerUrl, 'stream', 'handoff-cut.bin').catch(() => null);
+    const { request_id: id } = await commandFor('handoff-cut.bin');
+    const data = randomBytes(CHUNK);
+    const headers = {
+      authorization: `Bearer ${s.connectorToken}`,
+      'content-type': 'application/octet-stream',
+      'content-length': String(CHUNK),
+      'x-relay-attempt': '1',
+      'x-relay-checksum': xxh64(data),
+      'x-relay-decoded-length': String(CHUNK),
+    };
+    const cut = new AbortController();
+    const first = request(`${b}/v1/requests/${id}/stream/chunk/0`, {
+      method: 'POST',
+      headers,
+      signal: cut.signal,
+      body: Readable.from(
+        (async function* () {
+          yield data.subarray(0, CHUNK / 2);
+          await sleep(300);
+          cut.abort();
+          yield data.subarray(CHUNK / 2);
+        })(),
+      ),
+    });
+    await assert.rejects(first);
+    await sleep(300);
+    assert.ok(!bLines.some((l) => l.includes(id) && l.includes('asked to retry')), 'not logged as a failure of the hand-off');
+    const retry = await wire.chunk(id, 0, data);
+    assert.equal(retry.status, 201);
+    await fetch(`${s.routerUrl}/v1/requests/${id}`, { method: 'DELETE', headers: auth() });
+    await pending;
+  });
 
   test('an upload for it is answered GONE (the connector stops)', { timeout: 30_000 }, async () => {
     const pending = ask(s.routerUrl, 'stream', 'handoff-gone.bin').catch(() => null);
