@@ -2,6 +2,7 @@
 import { Hono } from 'hono';
 import { RelayError, toRelayError } from '../protocol/errors.js';
 import type { Env, RouterDeps } from './context.js';
+import { logInternal } from './http.js';
 import { ackRoutes } from './routes/ack.js';
 import { clientRoutes } from './routes/client.js';
 import { errorRoutes } from './routes/error.js';
@@ -25,10 +26,7 @@ export function createApp(deps: RouterDeps): Hono<Env> {
   app.notFound((c) => c.json(new RelayError('NOT_FOUND', `no route ${c.req.method} ${c.req.path}`).toBody(), 404));
   app.onError((err, c) => {
     const e = toRelayError(err);
-    // INTERNAL with a Retry-After is a passing failure of something the router depends on (the
-    // object store, another instance), not a bug: one line, no stack.
-    if (e.code === 'INTERNAL' && e.retryAfterMs === undefined) deps.log.error({ err, path: c.req.path }, 'internal error');
-    else if (e.code === 'INTERNAL') deps.log.warn({ request: e.requestId, path: c.req.path, err: e.message }, 'a passing failure: the caller was asked to retry');
+    logInternal(deps.log, e, err, { path: c.req.path });
     if (e.retryAfterMs !== undefined) {
       c.header('retry-after', String(Math.max(1, Math.ceil(e.retryAfterMs / 1000))));
       c.header('retry-after-ms', String(e.retryAfterMs));

@@ -1,6 +1,7 @@
 // Raw-Node HTTP helpers for the hot paths (bodies read straight from the socket, errors in the
 // protocol's format), shared by every route.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../log.js';
 import { RelayError, type ErrorCode } from '../protocol/errors.js';
 
 /**
@@ -30,6 +31,17 @@ export const isWildcard = (host: string) => host === '0.0.0.0' || host === '::';
 export function isConnectionError(err: unknown): boolean {
   const { code, message } = err as { code?: string; message?: string };
   return (code !== undefined && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTCONN'].includes(code)) || /^Connection is closed|socket hang up/i.test(message ?? '');
+}
+
+/**
+ * Logs an answer of INTERNAL (nothing else). With a Retry-After it is a passing failure of
+ * something the router depends on (the object store, another instance): one warning line.
+ * Without, it is a bug: an error with its stack.
+ */
+export function logInternal(log: Logger, e: RelayError, cause: unknown, fields: Record<string, unknown>): void {
+  if (e.code !== 'INTERNAL') return;
+  if (e.retryAfterMs === undefined) log.error({ ...fields, err: cause }, 'internal error');
+  else log.warn({ ...fields, request: e.requestId, err: e.message }, 'a passing failure: the caller was asked to retry');
 }
 
 export function sendError(res: ServerResponse, err: RelayError): void {

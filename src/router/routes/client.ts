@@ -6,7 +6,7 @@ import { RelayError, toRelayError } from '../../protocol/errors.js';
 import { clientRequestSchema, HEADERS, requestIdSchema, type ClientRequest, type Mode, type OffloadResponse } from '../../protocol/wire.js';
 import { claimKey, dropKey, idempotencyKeyOf } from '../idempotency.js';
 import { CLIENT_JSON_LIMIT, principalOf, type Env, type RouterDeps } from '../context.js';
-import { onClosed, readJson, sendError } from '../http.js';
+import { logInternal, onClosed, readJson, sendError } from '../http.js';
 import { newRequestId, statusBody, TERMINAL, type RequestRecord, type RequestSpec } from '../requests.js';
 import { StreamSink, SyncSink, type Sink } from '../results.js';
 
@@ -23,7 +23,7 @@ export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
         await handleRequest(deps, c.env.incoming, res, mode, await principalOf(deps, c, 'client'));
       } catch (err) {
         const e = toRelayError(err);
-        if (e.code === 'INTERNAL') deps.log.error({ err, request: e.requestId }, 'request failed');
+        logInternal(deps.log, e, err, { request: e.requestId, path: c.req.path });
         sendError(res, e);
       }
       return RESPONSE_ALREADY_SENT;
