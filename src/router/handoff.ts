@@ -93,7 +93,7 @@ export class Handoff {
       // request: undici destroys the request it was passing when the holder fails mid-body, and
       // Node destroys any request read to the end. Either way the connector is still there and
       // must be told to retry, not that its body was cut.
-      if (body === undefined && !req.complete && (conn?.destroyed || conn?.writable === false)) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
+      if (body === undefined && !req.complete && conn && !conn.writable) throw new RelayError('BAD_REQUEST', 'client aborted the body', { requestId });
       if (UNREACHABLE.has(code)) {
         // Its client went with it; a client that re-attaches elsewhere starts a new attempt. Said
         // once per attempt (the connector stops at GONE); a wrong RELAY_ADVERTISE_URL shows here.

@@ -40,7 +40,7 @@ export function isConnectionError(err: unknown): boolean {
  */
 export function logInternal(log: Logger, e: RelayError, cause: unknown, fields: Record<string, unknown>): void {
   if (e.code !== 'INTERNAL') return;
-  if (e.retryAfterMs === undefined) log.error({ ...fields, err: cause }, 'internal error');
+  if (e.retryAfterMs === undefined) log.error({ ...fields, request: e.requestId, err: cause }, 'internal error');
   else log.warn({ ...fields, request: e.requestId, err: e.message }, 'a passing failure: the caller was asked to retry');
 }
 

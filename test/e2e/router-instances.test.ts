@@ -58,6 +58,32 @@ const init = (w: WireConnector, id: string, attempt: number, data: Buffer) =>
   w.post(`/v1/requests/${id}/stream/init`, { attempt, content_type: 'application/octet-stream', total_bytes: data.length, total_chunks: Math.ceil(data.length / CHUNK) });
 const complete = (w: WireConnector, id: string, attempt: number, data: Buffer) =>
   w.post(`/v1/requests/${id}/stream/complete`, { attempt, chunks: Math.ceil(data.length / CHUNK), bytes: data.length, checksum: xxh64(data) });
+/**
+ * Chunk 0 of a request posted to the second instance, its second half 300 ms after its first
+ * (`between` runs in that pause): long enough to be passed on while still arriving.
+ */
+function slowChunk(id: string, data: Buffer, opts: { signal?: AbortSignal; between?: () => void } = {}) {
+  return request(`${b}/v1/requests/${id}/stream/chunk/0`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${s.connectorToken}`,
+      'content-type': 'application/octet-stream',
+      'content-length': String(data.length),
+      'x-relay-attempt': '1',
+      'x-relay-checksum': xxh64(data),
+      'x-relay-decoded-length': String(data.length),
+    },
+    signal: opts.signal,
+    body: Readable.from(
+      (async function* () {
+        yield data.subarray(0, data.length / 2);
+        await sleep(300);
+        opts.between?.();
+        yield data.subarray(data.length / 2);
+      })(),
+    ),
+  });
+}
 async function forwarded(router: string): Promise<number> {
   const text = await (await fetch(`${router}/metrics`, { headers: { authorization: `Bearer ${s.adminToken}` } })).text();
   return [...text.matchAll(/^relay_uploads_forwarded_total\{outcome="2\d\d"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
@@ -239,27 +265,9 @@ describe('the instance holding the answer is gone', () => {
         const pending = ask(s.routerUrl, 'stream', dataset).catch(() => null);
         const { request_id: id } = await commandFor(dataset);
         await s.redis.hset(keys.request(id), 'answer_at', `http://127.0.0.1:${(holder.address() as AddressInfo).port}`);
-        // The chunk's second half comes 300 ms after its first: the passing instance is still
-        // reading it from the connector when a holder dies mid-body.
-        const data = randomBytes(CHUNK);
-        const res = await request(`${b}/v1/requests/${id}/stream/chunk/0`, {
-          method: 'POST',
-          headers: {
-            authorization: `Bearer ${s.connectorToken}`,
-            'content-type': 'application/octet-stream',
-            'content-length': String(CHUNK),
-            'x-relay-attempt': '1',
-            'x-relay-checksum': xxh64(data),
-            'x-relay-decoded-length': String(CHUNK),
-          },
-          body: Readable.from(
-            (async function* () {
-              yield data.subarray(0, CHUNK / 2);
-              await sleep(300);
-              yield data.subarray(CHUNK / 2);
-            })(),
-          ),
-        });
+        // The passing instance is still reading the chunk from the connector when a holder
+        // dies mid-body.
+        const res = await slowChunk(id, randomBytes(CHUNK));
         const body = (await res.body.json()) as { error: { code: string; message: string } };
         assert.equal(res.statusCode, 500, `${when}: ${JSON.stringify(body)}`);
         assert.equal(body.error.code, 'INTERNAL');
@@ -280,28 +288,8 @@ describe('the instance holding the answer is gone', () => {
     const pending = ask(s.routerUrl, 'stream', 'handoff-cut.bin').catch(() => null);
     const { request_id: id } = await commandFor('handoff-cut.bin');
     const data = randomBytes(CHUNK);
-    const headers = {
-      authorization: `Bearer ${s.connectorToken}`,
-      'content-type': 'application/octet-stream',
-      'content-length': String(CHUNK),
-      'x-relay-attempt': '1',
-      'x-relay-checksum': xxh64(data),
-      'x-relay-decoded-length': String(CHUNK),
-    };
     const cut = new AbortController();
-    const first = request(`${b}/v1/requests/${id}/stream/chunk/0`, {
-      method: 'POST',
-      headers,
-      signal: cut.signal,
-      body: Readable.from(
-        (async function* () {
-          yield data.subarray(0, CHUNK / 2);
-          await sleep(300);
-          cut.abort();
-          yield data.subarray(CHUNK / 2);
-        })(),
-      ),
-    });
+    const first = slowChunk(id, data, { signal: cut.signal, between: () => cut.abort() });
     await assert.rejects(first);
     await sleep(300);
     assert.ok(!bLines.some((l) => l.includes(id) && l.includes('asked to retry')), 'not logged as a failure of the hand-off');

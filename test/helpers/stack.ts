@@ -120,19 +120,9 @@ export class Stack {
   }
 
   async startRouter(port = '0'): Promise<void> {
-    this.router = run(['router'], {
-      RELAY_PORT: port,
-      RELAY_HOST: '127.0.0.1',
-      RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL,
-      RELAY_S3_DIR: join(this.dir, 's3'),
-      RELAY_ADMIN_TOKEN: this.adminToken,
-      ...this.opts.routerEnv,
-    });
-    const line = await waitForLine(this.router, /router listening/, 20_000).catch((err: unknown) => {
-      this.router.child.kill('SIGKILL');
-      throw err;
-    });
-    this.routerUrl = (JSON.parse(line) as { url: string }).url;
+    const { proc, url } = await this.launchRouter({ RELAY_PORT: port, RELAY_S3_DIR: join(this.dir, 's3') });
+    this.router = proc;
+    this.routerUrl = url;
   }
 
   /**
@@ -142,17 +132,18 @@ export class Stack {
   async startPeerRouter(env: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> {
     // The stack's store, or else the first router's embedded one (s3rver knows one fixed key pair).
     const store: Record<string, string> = this.opts.routerEnv?.RELAY_S3_ENDPOINT ? {} : { RELAY_S3_ENDPOINT: this.s3Endpoint(), RELAY_S3_ACCESS_KEY: 'S3RVER', RELAY_S3_SECRET_KEY: 'S3RVER' };
-    const proc = run(['router'], {
-      RELAY_PORT: '0',
-      RELAY_HOST: '127.0.0.1',
-      RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL,
-      ...store,
-      RELAY_ADMIN_TOKEN: this.adminToken,
-      ...this.opts.routerEnv,
-      ...env,
+    const peer = await this.launchRouter({ RELAY_PORT: '0', ...store }, env);
+    this.peers.push(peer.proc);
+    return peer;
+  }
+
+  /** A router on this stack's Redis, once it listens (killed if it does not). `over` wins over the stack's routerEnv. */
+  private async launchRouter(env: Record<string, string>, over: Record<string, string> = {}): Promise<{ proc: Proc; url: string }> {
+    const proc = run(['router'], { RELAY_HOST: '127.0.0.1', RELAY_REDIS_URL: this.opts.redisUrl ?? REDIS_URL, RELAY_ADMIN_TOKEN: this.adminToken, ...env, ...this.opts.routerEnv, ...over });
+    const line = await waitForLine(proc, /router listening/, 20_000).catch((err: unknown) => {
+      proc.child.kill('SIGKILL');
+      throw err;
     });
-    this.peers.push(proc);
-    const line = await waitForLine(proc, /router listening/, 20_000);
     return { proc, url: (JSON.parse(line) as { url: string }).url };
   }
 

@@ -23,7 +23,7 @@ export function clientRoutes(app: Hono<Env>, deps: RouterDeps): void {
         await handleRequest(deps, c.env.incoming, res, mode, await principalOf(deps, c, 'client'));
       } catch (err) {
         const e = toRelayError(err);
-        logInternal(deps.log, e, err, { request: e.requestId, path: c.req.path });
+        logInternal(deps.log, e, err, { path: c.req.path });
         sendError(res, e);
       }
       return RESPONSE_ALREADY_SENT;
