@@ -158,6 +158,12 @@ export class Stack {
 
   /** via: the URL the connector uses for the router (a fault proxy in front of it). */
   async startConnector(env: Record<string, string> = {}, via = this.routerUrl): Promise<Proc> {
+    // A second one with the same id would take the event stream from the first, which reconnects
+    // and takes it back, and stop() would not know the first: both would serve commands, each
+    // with its own CPU, and the first would outlive the stack.
+    if (this.connector && this.connector.child.exitCode === null && this.connector.child.signalCode === null) {
+      throw new Error('the stack runs a connector already: killConnector() first, or Stack.start({ connector: false })');
+    }
     const p = run(['connector', '--router', via, '--id', this.connectorId, '--token', this.connectorToken, '--data-dir', this.dataDir], {
       ...this.opts.connectorEnv,
       ...env,
