@@ -14,7 +14,7 @@ import { xxh64 } from '../../src/protocol/checksum.js';
 import { keys } from '../../src/router/redis.js';
 import { startBalancer } from '../helpers/balancer.js';
 import { CHUNK, csv, sleep, Stack } from '../helpers/stack.js';
-import { WireConnector } from '../helpers/wire.js';
+import { rawChunkHeaders, WireConnector } from '../helpers/wire.js';
 
 let s: Stack;
 /** The second instance. */
@@ -65,14 +65,7 @@ const complete = (w: WireConnector, id: string, attempt: number, data: Buffer) =
 function slowChunk(id: string, data: Buffer, opts: { signal?: AbortSignal; between?: () => void } = {}) {
   return request(`${b}/v1/requests/${id}/stream/chunk/0`, {
     method: 'POST',
-    headers: {
-      authorization: `Bearer ${s.connectorToken}`,
-      'content-type': 'application/octet-stream',
-      'content-length': String(data.length),
-      'x-relay-attempt': '1',
-      'x-relay-checksum': xxh64(data),
-      'x-relay-decoded-length': String(data.length),
-    },
+    headers: rawChunkHeaders(s.connectorToken, data),
     signal: opts.signal,
     body: Readable.from(
       (async function* () {

@@ -8,7 +8,7 @@ import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdDecompress } from '../../src/protocol/codec.js';
 import { Requests } from '../../src/router/requests.js';
 import { Stack, CHUNK, sleep } from '../helpers/stack.js';
-import { WireConnector } from '../helpers/wire.js';
+import { rawChunkHeaders, WireConnector } from '../helpers/wire.js';
 
 let s: Stack;
 let wire: WireConnector;
@@ -424,14 +424,7 @@ function halfSentChunk(id: string, index: number, data: Buffer): ClientRequest {
     port: u.port,
     path: u.pathname,
     method: 'POST',
-    headers: {
-      authorization: `Bearer ${s.connectorToken}`,
-      'content-type': 'application/octet-stream',
-      'content-length': String(data.length),
-      'x-relay-attempt': '1',
-      'x-relay-checksum': xxh64(data),
-      'x-relay-decoded-length': String(data.length),
-    },
+    headers: rawChunkHeaders(s.connectorToken, data),
   });
   req.on('error', () => undefined);
   req.write(data.subarray(0, data.length / 2));

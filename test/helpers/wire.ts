@@ -4,6 +4,21 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import { xxh64 } from '../../src/protocol/checksum.js';
 import { zstdCompress } from '../../src/protocol/codec.js';
 
+/**
+ * The headers of a raw chunk upload of attempt 1 with its Content-Length, for tests that send
+ * the body themselves (in pieces, or half of it).
+ */
+export function rawChunkHeaders(token: string, data: Buffer): Record<string, string> {
+  return {
+    authorization: `Bearer ${token}`,
+    'content-type': 'application/octet-stream',
+    'content-length': String(data.length),
+    'x-relay-attempt': '1',
+    'x-relay-checksum': xxh64(data),
+    'x-relay-decoded-length': String(data.length),
+  };
+}
+
 export class WireConnector {
   readonly events: EventSourceMessage[] = [];
   retry: number | null = null;
