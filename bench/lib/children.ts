@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { reapOnExit } from '../../test/helpers/reap.js';
 
 export interface Child {
   child: ChildProcess;
@@ -32,9 +33,7 @@ export function spawnChild(cmd: string, args: string[], opts: SpawnOptions = {})
     child.on('exit', (code) => r(code));
     child.on('error', () => r(-1));
   });
-  const reap = () => child.exitCode === null && child.kill('SIGKILL');
-  process.once('exit', reap);
-  void exited.then(() => process.off('exit', reap));
+  reapOnExit(child);
   return {
     child,
     pid: child.pid ?? 0,

@@ -15,6 +15,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
+import { reapOnExit } from '../../test/helpers/reap.js';
 import { sleep } from '../../test/helpers/stack.js';
 import type { Scenario } from '../lib/context.js';
 import { cpuMeter, openFds, RssSampler, rssMb, selfCpu } from '../lib/procs.js';
@@ -44,9 +45,7 @@ async function fdLimitOf(pid: number): Promise<number | null> {
 function forkSim(): { child: ChildProcess; exited: Promise<void> } {
   const child = fork(join(import.meta.dirname, '../lib/fleet-sim.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const reap = () => child.exitCode === null && child.kill('SIGKILL');
-  process.once('exit', reap);
-  void exited.then(() => process.off('exit', reap));
+  reapOnExit(child);
   return { child, exited };
 }
 

@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:net';
+import { reapOnExit } from './reap.js';
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -52,6 +53,7 @@ export class RedisServer {
 
   private async up(): Promise<void> {
     this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.fsync, '--maxmemory-policy', 'noeviction', '--save', ''], { stdio: 'ignore' });
+    reapOnExit(this.child);
     const end = Date.now() + 10_000;
     while (Date.now() < end) {
       if (await pingOnce(this.port)) return;

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { nodeFlagsFor } from '../../src/cli/node-flags.js';
 import { addClient, addConnector, addTenant } from '../../src/router/auth.js';
 import { connectRedis, type Redis } from '../../src/router/redis.js';
+import { reapOnExit } from './reap.js';
 
 export const REPO = resolve(import.meta.dirname, '../../..');
 export const BIN = join(REPO, 'bin/relay.js');
@@ -38,9 +39,7 @@ export function run(args: string[], env: Record<string, string> = {}): Proc {
   });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   // A test process that dies must not leave routers behind: they would take the next run's jobs.
-  const reap = () => child.exitCode === null && child.kill('SIGKILL');
-  process.once('exit', reap);
-  void exited.then(() => process.off('exit', reap));
+  reapOnExit(child);
   return { child, lines, exited };
 }
 
